@@ -1,0 +1,47 @@
+"""Operator settings, loaded once at startup from environment variables prefixed REGCRED_."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from collections.abc import Mapping
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=float(env.get(name, default)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # How often every credential is re-read and re-checked even without events (picks up a rotated
+    # static source Secret, and repairs anything a missed watch event left behind).
+    resync_interval: datetime.timedelta = datetime.timedelta(minutes=5)
+    # Parallel API writes during a fan-out: enough to hide API latency across thousands of namespaces,
+    # few enough not to trip API priority and fairness on a busy control plane.
+    write_concurrency: int = 16
+    # Back-off after a failed mint: first delay, doubled per failure up to the maximum.
+    retry_initial: datetime.timedelta = datetime.timedelta(seconds=10)
+    retry_max: datetime.timedelta = datetime.timedelta(minutes=5)
+    # Events arriving within this window are handled by one reconciliation.
+    debounce: datetime.timedelta = datetime.timedelta(seconds=0.5)
+    # Overrides for VPC/FIPS endpoints and for tests (boto3's AWS_ENDPOINT_URL_ECR also works).
+    ecr_endpoint_url: str | None = None
+    sts_endpoint_url: str | None = None
+    # Namespace of the operator's own Events about cluster-scoped credentials (what kubectl shows).
+    events_namespace: str = "default"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(
+            resync_interval=_seconds(env, "REGCRED_RESYNC_SECONDS", defaults.resync_interval.total_seconds()),
+            write_concurrency=int(env.get("REGCRED_WRITE_CONCURRENCY", defaults.write_concurrency)),
+            retry_initial=_seconds(env, "REGCRED_RETRY_INITIAL_SECONDS", defaults.retry_initial.total_seconds()),
+            retry_max=_seconds(env, "REGCRED_RETRY_MAX_SECONDS", defaults.retry_max.total_seconds()),
+            debounce=_seconds(env, "REGCRED_DEBOUNCE_SECONDS", defaults.debounce.total_seconds()),
+            ecr_endpoint_url=env.get("REGCRED_ECR_ENDPOINT_URL") or None,
+            sts_endpoint_url=env.get("REGCRED_STS_ENDPOINT_URL") or None,
+            events_namespace=env.get("REGCRED_EVENTS_NAMESPACE", defaults.events_namespace),
+        )

@@ -1,0 +1,182 @@
+"""What to write where: desired pull Secrets and ServiceAccount attachments, diffed against the cluster.
+
+Pure functions over plain dicts as the API returns them; nothing here talks to the API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from regcred import CREDENTIAL_LABEL, GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred import dockerconfig as dc
+
+# Annotations on each written Secret: enough to reuse its token after an operator restart without minting.
+EXPIRATION_ANNOTATION = f"{GROUP}/expiration-time"
+MINTED_ANNOTATION = f"{GROUP}/minted-time"
+CONTENT_HASH_ANNOTATION = f"{GROUP}/content-hash"
+PROVIDER_HASH_ANNOTATION = f"{GROUP}/provider-hash"
+# On ServiceAccounts: which credential added which imagePullSecrets entry, so that only those are removed.
+ATTACHED_ANNOTATION = f"{GROUP}/attached-secrets"
+
+
+def format_time(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: object) -> datetime.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretContent:
+    """What every target namespace's Secret must hold for one credential right now."""
+
+    credential: str
+    secret_name: str
+    content: bytes = dataclasses.field(repr=False)
+    provider_hash: str
+    minted_at: datetime.datetime
+    expires_at: datetime.datetime | None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, CREDENTIAL_LABEL: self.credential}
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        annotations = {
+            CONTENT_HASH_ANNOTATION: dc.content_hash(self.content),
+            PROVIDER_HASH_ANNOTATION: self.provider_hash,
+            MINTED_ANNOTATION: format_time(self.minted_at),
+        }
+        if self.expires_at is not None:
+            annotations[EXPIRATION_ANNOTATION] = format_time(self.expires_at)
+        return annotations
+
+    def body(self, namespace: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": self.secret_name,
+                "namespace": namespace,
+                "labels": self.labels,
+                "annotations": self.annotations,
+            },
+            "type": dc.SECRET_TYPE,
+            "data": dc.encode_data(self.content),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretAction:
+    verb: str  # create | patch | delete | recreate
+    namespace: str
+    name: str
+    body: Mapping[str, Any] | None = None  # the full object for create/recreate, the merge patch for patch
+
+
+def diff_secret(desired: SecretContent, existing: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch that turns an existing managed Secret into the desired one, or None if it matches."""
+    metadata = existing.get("metadata") or {}
+    labels, annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
+    patch: dict[str, Any] = {}
+    wanted_labels = {k: v for k, v in desired.labels.items() if labels.get(k) != v}
+    wanted_annotations = {k: v for k, v in desired.annotations.items() if annotations.get(k) != v}
+    stale_annotations = {k: None for k in (EXPIRATION_ANNOTATION,) if k in annotations and k not in desired.annotations}
+    if wanted_labels:
+        patch.setdefault("metadata", {})["labels"] = wanted_labels
+    if wanted_annotations or stale_annotations:
+        patch.setdefault("metadata", {})["annotations"] = {**wanted_annotations, **stale_annotations}
+    data = existing.get("data") or {}
+    wanted_data: dict[str, Any] = dc.encode_data(desired.content)
+    if data != wanted_data:
+        patch["data"] = {**{key: None for key in data if key not in wanted_data}, **wanted_data}
+    return patch or None
+
+
+def plan_secrets(
+    desired: SecretContent | None, target_namespaces: Iterable[str], managed: Iterable[Mapping[str, Any]]
+) -> list[SecretAction]:
+    """Create or patch the Secret where it differs; delete managed Secrets no longer wanted.
+
+    `managed` is every Secret labelled with this credential (from one LIST). With `desired` None
+    (no token could be had), nothing is created or changed, and only unwanted Secrets are deleted.
+    """
+    targets = set(target_namespaces)
+    actions: list[SecretAction] = []
+    present: set[str] = set()
+    for secret in managed:
+        metadata = secret.get("metadata") or {}
+        namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
+        wanted = namespace in targets and desired is not None and name == desired.secret_name
+        if not wanted and (namespace not in targets or desired is not None):
+            actions.append(SecretAction("delete", namespace, name))
+            continue
+        present.add(namespace)
+        if desired is None:
+            continue
+        if secret.get("type") != dc.SECRET_TYPE:  # the type is immutable: only a new Secret can fix it
+            actions.append(SecretAction("recreate", namespace, name, desired.body(namespace)))
+        elif (patch := diff_secret(desired, secret)) is not None:
+            actions.append(SecretAction("patch", namespace, name, patch))
+    if desired is not None:
+        for namespace in sorted(targets - present):
+            actions.append(SecretAction("create", namespace, desired.secret_name, desired.body(namespace)))
+    return actions
+
+
+def attached_by(service_account: Mapping[str, Any]) -> dict[str, str]:
+    """{credential: secret name} for the imagePullSecrets entries this operator added to a ServiceAccount."""
+    raw = ((service_account.get("metadata") or {}).get("annotations") or {}).get(ATTACHED_ANNOTATION)
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+
+
+def attach_update(
+    service_account: Mapping[str, Any], credential: str, secret_name: str | None
+) -> dict[str, Any] | None:
+    """The ServiceAccount with this credential's entry added (secret_name) or removed (None); None if unchanged.
+
+    Entries added by people or other tools are kept; an entry that was already there before the operator
+    came is not claimed, so removing the credential never takes away what someone else put there.
+    """
+    owned = attached_by(service_account)
+    entries = [dict(e) for e in service_account.get("imagePullSecrets") or []]
+    previously = owned.pop(credential, None)
+    if previously is not None and previously != secret_name and previously not in owned.values():
+        entries = [e for e in entries if e.get("name") != previously]
+    if secret_name is not None:
+        if all(e.get("name") != secret_name for e in entries):
+            entries.append({"name": secret_name})
+            owned[credential] = secret_name
+        elif previously == secret_name:
+            owned[credential] = secret_name
+    if entries == list(service_account.get("imagePullSecrets") or []) and owned == attached_by(service_account):
+        return None
+    updated: dict[str, Any] = json.loads(json.dumps(service_account))
+    updated["imagePullSecrets"] = entries
+    annotations = updated.setdefault("metadata", {}).setdefault("annotations", {}) or {}
+    if owned:
+        annotations[ATTACHED_ANNOTATION] = json.dumps(owned, sort_keys=True)
+    else:
+        annotations.pop(ATTACHED_ANNOTATION, None)
+    updated["metadata"]["annotations"] = annotations
+    return updated
+
+
+def wants_attachment(service_accounts: tuple[str, ...], name: str) -> bool:
+    return "*" in service_accounts or name in service_accounts

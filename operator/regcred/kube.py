@@ -1,0 +1,195 @@
+"""The one layer that talks to the Kubernetes API (through the official client).
+
+Objects go in and come out as plain dicts decoded from the API's JSON: the client's model classes cost
+more CPU than the requests themselves when thousands of Secrets are listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import kubernetes
+
+from regcred import GROUP, KIND, PLURAL, VERSION
+from regcred.providers.base import SourceSecretNotFound
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(Exception):
+    """An API call failed. `reason` is the API's own (NotFound, Conflict, Forbidden, ...)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:  # a stale resourceVersion, or the object already exists
+        return self.status == 409
+
+
+def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 32) -> kubernetes.client.ApiClient:
+    """An API client for the cluster named by KUBECONFIG / ~/.kube/config, or the in-cluster config."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
+    except kubernetes.config.ConfigException:
+        if kubeconfig:
+            raise
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = pool_size
+    return kubernetes.client.ApiClient(configuration)
+
+
+class KubeApi:
+    """Typed verbs on the few resources the operator touches. Safe to use from several threads."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, page_size: int = 500) -> None:
+        self.api_client = api_client
+        self.page_size = page_size
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int] | None = None,
+        body: Any = None,
+        content_type: str = JSON,
+    ) -> Any:
+        headers = {"Accept": JSON}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method_, url, headers_, body_, post = self.api_client.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(method_, url, header_params=headers_, body=body_, post_params=post)
+        raw: bytes = response.read()  # type: ignore[no-untyped-call]
+        if response.status >= 400:
+            try:
+                status = json.loads(raw)
+                reason, message = status.get("reason") or "", status.get("message") or ""
+            except ValueError:
+                reason, message = "", raw[:200].decode(errors="replace")
+            raise KubeError(response.status, reason or str(response.status), message)
+        return json.loads(raw) if raw else None
+
+    def list_all(self, path: str, **query: str) -> list[dict[str, Any]]:
+        """All items of a collection, page by page."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, str | int] = {k: v for k, v in query.items() if v}
+        params["limit"] = self.page_size
+        while True:
+            page = self.request("GET", path, query=params)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params["continue"] = token
+
+    # -- namespaces, secrets, service accounts -----------------------------------------------------
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        return self.list_all("/api/v1/namespaces")
+
+    def list_secrets(self, *, label_selector: str) -> list[dict[str, Any]]:
+        return self.list_all("/api/v1/secrets", labelSelector=label_selector)
+
+    def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
+        """A Secret's decoded data. This is the SecretReader handed to providers."""
+        try:
+            secret = self.request("GET", _namespaced("secrets", namespace, name))
+        except KubeError as error:
+            if error.not_found:
+                raise SourceSecretNotFound(
+                    f"Secret {namespace}/{name} does not exist; create it or fix the reference."
+                ) from None
+            raise
+        return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
+
+    def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("POST", _namespaced("secrets", namespace), body=body)
+        return result
+
+    def patch_secret(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH", _namespaced("secrets", namespace, name), body=patch, content_type=MERGE_PATCH
+        )
+        return result
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            self.request("DELETE", _namespaced("secrets", namespace, name))
+        except KubeError as error:
+            if not error.not_found:
+                raise
+
+    def list_service_accounts(self, *, field_selector: str | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/api/v1/serviceaccounts", fieldSelector=field_selector or "")
+
+    def read_service_account(self, namespace: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", _namespaced("serviceaccounts", namespace, name))
+        return result
+
+    def replace_service_account(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT guarded by the body's metadata.resourceVersion: a concurrent change answers 409 Conflict."""
+        metadata = body["metadata"]
+        result: dict[str, Any] = self.request(
+            "PUT", _namespaced("serviceaccounts", metadata["namespace"], metadata["name"]), body=body
+        )
+        return result
+
+    # -- the RegistryCredential itself ---------------------------------------------------------------
+
+    def list_credentials(self) -> list[dict[str, Any]]:
+        return self.list_all(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+
+    def patch_credential_status(self, name: str, status: Mapping[str, Any]) -> None:
+        self.request(
+            "PATCH", f"/apis/{GROUP}/{VERSION}/{PLURAL}/{quote(name)}/status",
+            body={"status": status}, content_type=MERGE_PATCH,
+        )
+
+    def post_event(
+        self, credential: Mapping[str, Any], *, type_: str, reason: str, message: str, namespace: str, now: str
+    ) -> None:
+        """An Event about a credential; the message must already be free of secret values."""
+        metadata = credential.get("metadata") or {}
+        name = metadata.get("name", "")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name, "uid": metadata.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "regcred-operator"},
+            "reportingComponent": "regcred-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("POST", _namespaced("events", namespace), body=body)
+
+
+def _namespaced(plural: str, namespace: str, name: str | None = None) -> str:
+    path = f"/api/v1/namespaces/{quote(namespace)}/{plural}"
+    return f"{path}/{quote(name)}" if name else path

@@ -1,0 +1,290 @@
+"""Typed, validated model of a RegistryCredential's spec, parsed once at the top of each handler.
+
+The CRD schema rejects what a schema can; this module rejects the rest (e.g. a malformed label
+selector) with a sentence that tells the user what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from collections.abc import Mapping
+from typing import Any
+
+DOCKER_HUB_HOST = "https://index.docker.io/v1/"
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "hub.docker.com"})
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class SpecError(ValueError):
+    """The spec cannot work as written. The message is a sentence telling the user what to fix."""
+
+    reason = "InvalidSpec"
+
+
+def parse_duration(text: str, *, field: str) -> datetime.timedelta:
+    """Parse a Go-style duration such as ``30m``, ``1h30m`` or ``90s`` (the format kubectl users know)."""
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(number + unit for number, unit in parts) != text:
+        raise SpecError(f"{field} must be a duration such as 30m, 1h30m or 90s, not {text!r}.")
+    return datetime.timedelta(seconds=sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts))
+
+
+def normalize_registry_host(registry: str) -> str:
+    """The key a Docker/containerd client looks up in ``auths`` for this registry.
+
+    Docker Hub is written as ``https://index.docker.io/v1/``, as ``docker login`` writes it; the kubelet
+    also accepts it for ``docker.io/...`` images. Other registries are bare ``host[:port]``.
+    """
+    host = registry.strip().removeprefix("https://").removeprefix("http://").rstrip("/")
+    host = host.split("/", 1)[0]
+    if not host:
+        raise SpecError("the registry host must not be empty.")
+    if host.lower() in DOCKER_HUB_ALIASES:
+        return DOCKER_HUB_HOST
+    return host
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretRef:
+    namespace: str
+    name: str
+    key: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], *, field: str, default_key: str | None = None) -> SecretRef:
+        namespace, name = raw.get("namespace"), raw.get("name")
+        if not namespace or not name:
+            raise SpecError(f"{field} needs both namespace and name.")
+        return cls(namespace=str(namespace), name=str(name), key=str(raw.get("key") or default_key or "") or None)
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticSpec:
+    registry: str
+    secret_ref: SecretRef
+
+
+@dataclasses.dataclass(frozen=True)
+class EcrSpec:
+    region: str
+    registry_ids: tuple[str, ...] = ()
+    assume_role_arn: str | None = None
+    credentials_secret_ref: SecretRef | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GhcrAppSpec:
+    app_id: str
+    installation_id: str
+    private_key_secret_ref: SecretRef
+    api_url: str = "https://api.github.com"
+
+
+@dataclasses.dataclass(frozen=True)
+class GhcrSpec:
+    registry: str = "ghcr.io"
+    username: str | None = None
+    token_secret_ref: SecretRef | None = None
+    app: GhcrAppSpec | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GarSpec:
+    registries: tuple[str, ...]
+    credentials_secret_ref: SecretRef | None = None
+    impersonate_service_account: str | None = None
+
+
+ProviderSpec = StaticSpec | EcrSpec | GhcrSpec | GarSpec
+
+_SELECTOR_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelRequirement:
+    key: str
+    operator: str  # In | NotIn | Exists | DoesNotExist
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        if self.operator == "Exists":
+            return self.key in labels
+        return self.key not in labels
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSelector:
+    """A standard Kubernetes LabelSelector; every requirement must hold (matchLabels are `In` of one value)."""
+
+    requirements: tuple[LabelRequirement, ...]
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any], *, field: str) -> LabelSelector:
+        requirements: list[LabelRequirement] = []
+        match_labels = raw.get("matchLabels") or {}
+        if not isinstance(match_labels, Mapping):
+            raise SpecError(f"{field}.matchLabels must be a map of label keys to values.")
+        for key, value in match_labels.items():
+            requirements.append(LabelRequirement(str(key), "In", frozenset({str(value)})))
+        for index, expression in enumerate(raw.get("matchExpressions") or []):
+            where = f"{field}.matchExpressions[{index}]"
+            key, operator = expression.get("key"), expression.get("operator")
+            values = expression.get("values") or []
+            if not key:
+                raise SpecError(f"{where} needs a key.")
+            if operator not in _SELECTOR_OPERATORS:
+                raise SpecError(f"{where}.operator must be In, NotIn, Exists or DoesNotExist, not {operator!r}.")
+            if operator in ("In", "NotIn") and not values:
+                raise SpecError(f"{where} uses {operator}, which needs at least one value.")
+            if operator in ("Exists", "DoesNotExist") and values:
+                raise SpecError(f"{where} uses {operator}, which takes no values; remove them.")
+            requirements.append(LabelRequirement(str(key), operator, frozenset(map(str, values))))
+        return cls(tuple(requirements))
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(requirement.matches(labels) for requirement in self.requirements)
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceSelection:
+    """Target namespaces: (names + those matching the selector) minus exclude."""
+
+    names: frozenset[str] = frozenset()
+    selector: LabelSelector | None = None
+    exclude: frozenset[str] = frozenset()
+
+    def selects(self, name: str, labels: Mapping[str, str]) -> bool:
+        if name in self.exclude:
+            return False
+        return name in self.names or (self.selector is not None and self.selector.matches(labels))
+
+
+@dataclasses.dataclass(frozen=True)
+class CredentialSpec:
+    name: str
+    provider: ProviderSpec
+    secret_name: str
+    namespaces: NamespaceSelection
+    service_accounts: tuple[str, ...] = ("default",)
+    refresh_before_expiry: datetime.timedelta | None = None
+    verify_image: str | None = None
+    remediation_strategy: str = "RolloutRestart"
+    remediation_cooldown: datetime.timedelta = datetime.timedelta(minutes=10)
+
+    @property
+    def provider_name(self) -> str:
+        return _PROVIDER_NAMES[type(self.provider)]
+
+    @property
+    def attaches_all_service_accounts(self) -> bool:
+        return "*" in self.service_accounts
+
+
+_PROVIDER_NAMES: dict[type[Any], str] = {StaticSpec: "static", EcrSpec: "ecr", GhcrSpec: "ghcr", GarSpec: "gar"}
+
+
+def parse_credential(name: str, spec: Mapping[str, Any]) -> CredentialSpec:
+    """Parse and validate a RegistryCredential spec, or raise SpecError saying what to fix."""
+    secret_name = spec.get("secretName")
+    if not secret_name or not isinstance(secret_name, str):
+        raise SpecError("spec.secretName is required: the name of the pull secret to write in each namespace.")
+    if len(secret_name) > 253 or not _DNS_SUBDOMAIN.match(secret_name):
+        raise SpecError(f"spec.secretName {secret_name!r} is not a valid Secret name (lowercase DNS subdomain).")
+
+    raw_namespaces = spec.get("namespaces") or {}
+    selector_raw = raw_namespaces.get("selector")
+    selection = NamespaceSelection(
+        names=frozenset(raw_namespaces.get("names") or ()),
+        selector=LabelSelector.parse(selector_raw, field="spec.namespaces.selector") if selector_raw else None,
+        exclude=frozenset(raw_namespaces.get("exclude") or ()),
+    )
+    if not selection.names and selection.selector is None:
+        raise SpecError("spec.namespaces needs names, a selector, or both, to say where the secret goes.")
+
+    refresh = spec.get("refresh") or {}
+    before = refresh.get("beforeExpiry")
+    remediation = spec.get("remediation") or {}
+    strategy = remediation.get("strategy", "RolloutRestart")
+    if strategy not in ("RolloutRestart", "DeletePods", "None"):
+        raise SpecError(f"spec.remediation.strategy must be RolloutRestart, DeletePods or None, not {strategy!r}.")
+    return CredentialSpec(
+        name=name,
+        provider=_parse_provider(spec.get("provider") or {}),
+        secret_name=secret_name,
+        namespaces=selection,
+        service_accounts=tuple(spec.get("serviceAccounts", ["default"])),
+        refresh_before_expiry=parse_duration(before, field="spec.refresh.beforeExpiry") if before else None,
+        verify_image=(spec.get("verify") or {}).get("image") or None,
+        remediation_strategy=strategy,
+        remediation_cooldown=parse_duration(remediation.get("cooldown", "10m"), field="spec.remediation.cooldown"),
+    )
+
+
+def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
+    chosen = [key for key in ("static", "ecr", "ghcr", "gar") if raw.get(key) is not None]
+    if len(chosen) != 1:
+        raise SpecError("spec.provider must set exactly one of static, ecr, ghcr or gar.")
+    kind = chosen[0]
+    block: Mapping[str, Any] = raw[kind]
+    where = f"spec.provider.{kind}"
+    if kind == "static":
+        if not block.get("registry"):
+            raise SpecError(f"{where}.registry is required, e.g. docker.io or harbor.example.com.")
+        return StaticSpec(
+            registry=normalize_registry_host(block["registry"]),
+            secret_ref=SecretRef.parse(block.get("secretRef") or {}, field=f"{where}.secretRef"),
+        )
+    if kind == "ecr":
+        if not block.get("region"):
+            raise SpecError(f"{where}.region is required, e.g. eu-west-1.")
+        creds = block.get("credentialsSecretRef")
+        return EcrSpec(
+            region=block["region"],
+            registry_ids=tuple(str(i) for i in block.get("registryIds") or ()),
+            assume_role_arn=block.get("assumeRoleArn") or None,
+            credentials_secret_ref=SecretRef.parse(creds, field=f"{where}.credentialsSecretRef") if creds else None,
+        )
+    if kind == "ghcr":
+        app = block.get("app")
+        token_ref = block.get("tokenSecretRef")
+        if (app is None) == (token_ref is None):
+            raise SpecError(f"{where} needs exactly one of tokenSecretRef (a PAT) or app (a GitHub App).")
+        return GhcrSpec(
+            registry=normalize_registry_host(block.get("registry") or "ghcr.io"),
+            username=block.get("username"),
+            token_secret_ref=(
+                SecretRef.parse(token_ref, field=f"{where}.tokenSecretRef", default_key="token") if token_ref else None
+            ),
+            app=GhcrAppSpec(
+                app_id=str(app.get("appId")),
+                installation_id=str(app.get("installationId")),
+                private_key_secret_ref=SecretRef.parse(
+                    app.get("privateKeySecretRef") or {}, field=f"{where}.app.privateKeySecretRef",
+                    default_key="private-key.pem",
+                ),
+                api_url=app.get("apiUrl") or "https://api.github.com",
+            ) if app else None,
+        )
+    registries = tuple(normalize_registry_host(r) for r in block.get("registries") or ())
+    if not registries:
+        raise SpecError(f"{where}.registries needs at least one host, e.g. europe-docker.pkg.dev.")
+    creds = block.get("credentialsSecretRef")
+    return GarSpec(
+        registries=registries,
+        credentials_secret_ref=(
+            SecretRef.parse(creds, field=f"{where}.credentialsSecretRef", default_key="key.json") if creds else None
+        ),
+        impersonate_service_account=block.get("impersonateServiceAccount") or None,
+    )

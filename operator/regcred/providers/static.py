@@ -1,0 +1,26 @@
+"""Fixed credentials from a Secret: Docker Hub access tokens, Harbor/Quay robots, self-hosted registries."""
+
+from __future__ import annotations
+
+from regcred.models import StaticSpec
+from regcred.providers.base import InvalidSourceSecret, SecretReader, Token
+
+
+class StaticProvider:
+    def __init__(self, spec: StaticSpec) -> None:
+        self.spec = spec
+
+    def mint(self, read_secret: SecretReader) -> Token:
+        ref = self.spec.secret_ref
+        data = read_secret(ref.namespace, ref.name)
+        missing = [key for key in ("username", "password") if not data.get(key)]
+        if missing:
+            raise InvalidSourceSecret(
+                f"Secret {ref} has no {' or '.join(missing)} key; "
+                "a static credential needs both `username` and `password`."
+            )
+        try:
+            username, password = data["username"].decode(), data["password"].decode()
+        except UnicodeDecodeError:
+            raise InvalidSourceSecret(f"Secret {ref} holds a username or password that is not UTF-8 text.") from None
+        return Token(hosts=(self.spec.registry,), username=username, password=password, expires_at=None)

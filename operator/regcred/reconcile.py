@@ -1,0 +1,435 @@
+"""One reconciliation of one RegistryCredential: parse, get a token, fan out, attach, report.
+
+No kopf here: the handlers call `Reconciler.reconcile()` and `Reconciler.cleanup()` and sleep until
+the returned wake-up time. Everything that talks to the cluster goes through `KubeApi`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred import dockerconfig as dc
+from regcred.clock import Clock
+from regcred.config import Settings
+from regcred.fanout import (
+    CONTENT_HASH_ANNOTATION,
+    EXPIRATION_ANNOTATION,
+    MINTED_ANNOTATION,
+    PROVIDER_HASH_ANNOTATION,
+    SecretAction,
+    SecretContent,
+    attach_update,
+    attached_by,
+    format_time,
+    parse_time,
+    plan_secrets,
+    wants_attachment,
+)
+from regcred.kube import KubeApi, KubeError
+from regcred.models import CredentialSpec, SpecError, parse_credential
+from regcred.providers import Provider, ProviderError, Token, provider_for
+from regcred.providers.base import SourceSecretNotFound
+from regcred.status import (
+    MAX_FAILED_NAMESPACES,
+    READY,
+    SECRETS_SYNCED,
+    TOKEN_READY,
+    Condition,
+    FailedNamespace,
+    find_condition,
+    merge_conditions,
+    summarise_failures,
+)
+
+logger = logging.getLogger("regcred")
+
+ProviderFactory = Callable[..., Provider]
+_SA_CONFLICT_RETRIES = 5
+# Never refresh more often than this, whatever a provider claims (a token that arrives nearly expired
+# must not turn into a tight mint loop).
+_MIN_REFRESH_INTERVAL = datetime.timedelta(seconds=30)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldToken:
+    """A token in hand, with what decides when to replace it."""
+
+    token: Token
+    content: bytes = dataclasses.field(repr=False)
+    provider_hash: str
+    minted_at: datetime.datetime
+    refresh_at: datetime.datetime | None  # None: no expiry, re-read on every reconciliation
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    wake_at: datetime.datetime
+    ready: bool
+    minted: bool = False
+    writes: int = 0
+
+
+def refresh_time(
+    minted_at: datetime.datetime,
+    expires_at: datetime.datetime,
+    before_expiry: datetime.timedelta | None,
+    rng: random.Random,
+) -> datetime.datetime:
+    """When to mint again: `before_expiry` ahead of expiry (default a third of the lifetime), minus jitter.
+
+    The lead is capped at half the lifetime so that a short-lived token (15 min under workload identity
+    federation) with a long `beforeExpiry` does not refresh continuously. The jitter (up to a tenth of the
+    lead, at most 5 minutes) spreads the mints of many credentials and replicas; it only ever makes the
+    refresh earlier.
+    """
+    lifetime = max(expires_at - minted_at, datetime.timedelta(0))
+    lead = min(before_expiry if before_expiry is not None else lifetime / 3, lifetime / 2)
+    jitter = rng.uniform(0, min(lead.total_seconds() / 10, 300))
+    return expires_at - lead - datetime.timedelta(seconds=jitter)
+
+
+def provider_hash(spec: Mapping[str, Any]) -> str:
+    """Identifies the provider configuration a token came from: a changed provider block means mint again."""
+    return hashlib.sha256(json.dumps(spec.get("provider") or {}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeApi,
+        settings: Settings,
+        clock: Clock,
+        *,
+        providers: ProviderFactory = provider_for,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self.providers = providers
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._held: dict[str, HeldToken] = {}
+        self._failures: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._pool = concurrent.futures.ThreadPoolExecutor(settings.write_concurrency, "regcred-write")
+        self.provider_calls = 0  # for benchmarks and tests: how often a cloud was asked for a token
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the loop body ---------------------------------------------------------------------------
+
+    def reconcile(self, credential: Mapping[str, Any]) -> Outcome:
+        metadata = credential.get("metadata") or {}
+        name: str = metadata["name"]
+        now = self.clock.now()
+        try:
+            spec = parse_credential(name, credential.get("spec") or {})
+        except SpecError as error:
+            self._publish(credential, [Condition(READY, "False", error.reason, str(error))], {})
+            return Outcome(wake_at=now + self.settings.resync_interval, ready=False)
+
+        namespaces = self.kube.list_namespaces()
+        targets = sorted(
+            ns["metadata"]["name"]
+            for ns in namespaces
+            if (ns.get("status") or {}).get("phase") != "Terminating"
+            and spec.namespaces.selects(ns["metadata"]["name"], ns["metadata"].get("labels") or {})
+        )
+        managed = self.kube.list_secrets(label_selector=_credential_selector(name))
+        phash = provider_hash(credential.get("spec") or {})
+
+        try:
+            held, minted = self._token_for(spec, managed, phash, now)
+        except ProviderError as error:
+            return self._mint_failed(credential, spec, managed, error, now)
+        self._failures.pop(name, None)
+
+        desired = SecretContent(
+            credential=name, secret_name=spec.secret_name, content=held.content, provider_hash=phash,
+            minted_at=held.minted_at, expires_at=held.token.expires_at,
+        )
+        actions = plan_secrets(desired, targets, managed)
+        failed = [f for f in self._pool.map(self._apply, actions) if f is not None]
+        failed_names = {f.namespace for f in failed}
+        synced_targets = [ns for ns in targets if ns not in failed_names]
+        failed.extend(self._attach_service_accounts(spec, synced_targets))
+        writes = len(actions)
+
+        synced = summarise_failures(failed)
+        token_condition = Condition(
+            TOKEN_READY, "True", "TokenMinted" if minted else "TokenValid",
+            _token_message(held.token, minted=minted),
+        )
+        ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
+                          "Pull secrets are up to date in every selected namespace."
+                          if synced.status == "True" else synced.message)
+        self._publish(
+            credential,
+            [ready, token_condition, synced],
+            {
+                "expirationTime": format_time(held.token.expires_at) if held.token.expires_at else None,
+                "lastRefreshTime": format_time(held.minted_at),
+                "registries": list(held.token.hosts),
+                "namespaces": {
+                    "selected": len(targets),
+                    "synced": len(targets) - len({f.namespace for f in failed}),
+                    "failed": len({f.namespace for f in failed if f.reason != "SecretConflict"}),
+                    "conflicts": len({f.namespace for f in failed if f.reason == "SecretConflict"}),
+                },
+                "failedNamespaces": [f.as_status() for f in failed[:MAX_FAILED_NAMESPACES]],
+            },
+            minted_event=_minted_event(held.token) if minted else None,
+        )
+        wake_at = now + self.settings.resync_interval
+        if held.refresh_at is not None:
+            wake_at = min(wake_at, max(held.refresh_at, now + _MIN_REFRESH_INTERVAL))
+        return Outcome(wake_at=wake_at, ready=synced.status == "True", minted=minted, writes=writes)
+
+    def cleanup(self, name: str) -> None:
+        """Remove everything a credential wrote: its Secrets and its ServiceAccount entries."""
+        managed = self.kube.list_secrets(label_selector=_credential_selector(name))
+        actions = [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in managed]
+        list(self._pool.map(self._apply, actions))
+        for account in self.kube.list_service_accounts():
+            if name in attached_by(account):
+                self._update_service_account(account, name, None)
+        with self._lock:
+            self._held.pop(name, None)
+            self._failures.pop(name, None)
+        logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
+
+    # -- tokens ------------------------------------------------------------------------------------
+
+    def _token_for(
+        self, spec: CredentialSpec, managed: Iterable[Mapping[str, Any]], phash: str, now: datetime.datetime
+    ) -> tuple[HeldToken, bool]:
+        """A still-fresh token from memory or from the written Secrets, else a newly minted one."""
+        held = self._held.get(spec.name)
+        if held is None or held.provider_hash != phash:
+            held = self._token_from_secrets(spec, managed, phash)
+        if held is not None and held.refresh_at is not None and now < held.refresh_at:
+            self._held[spec.name] = held
+            return held, False
+
+        provider = self.providers(spec.provider, self.settings)
+        with self._lock:
+            self.provider_calls += 1
+        token = provider.mint(self.kube.read_secret_data)
+        if token.expires_at is not None and token.expires_at <= now:
+            raise ProviderError(
+                f"The {spec.provider_name} provider returned a token that expired at "
+                f"{format_time(token.expires_at)}, before now ({format_time(now)}); check the operator's clock.",
+                reason="TokenAlreadyExpired",
+            )
+        refresh_at = (
+            refresh_time(now, token.expires_at, spec.refresh_before_expiry, self.rng)
+            if token.expires_at is not None else None
+        )
+        held = HeldToken(token, dc.render(token), phash, now, refresh_at)
+        self._held[spec.name] = held
+        return held, True
+
+    def _token_from_secrets(
+        self, spec: CredentialSpec, managed: Iterable[Mapping[str, Any]], phash: str
+    ) -> HeldToken | None:
+        """The newest intact token among the written Secrets, so that a restart need not mint again."""
+        best: HeldToken | None = None
+        for secret in managed:
+            annotations = (secret.get("metadata") or {}).get("annotations") or {}
+            content = dc.decode_data(secret)
+            expires_at = parse_time(annotations.get(EXPIRATION_ANNOTATION))
+            minted_at = parse_time(annotations.get(MINTED_ANNOTATION))
+            if (
+                content is None or expires_at is None or minted_at is None
+                or annotations.get(PROVIDER_HASH_ANNOTATION) != phash
+                or annotations.get(CONTENT_HASH_ANNOTATION) != dc.content_hash(content)  # edited by hand
+            ):
+                continue
+            token = dc.parse_token(content, expires_at)
+            if token is None or (best is not None and best.token.expires_at and best.token.expires_at >= expires_at):
+                continue
+            refresh_at = refresh_time(minted_at, expires_at, spec.refresh_before_expiry, self.rng)
+            best = HeldToken(token, content, phash, minted_at, refresh_at)
+        return best
+
+    def _mint_failed(
+        self,
+        credential: Mapping[str, Any],
+        spec: CredentialSpec,
+        managed: list[dict[str, Any]],
+        error: ProviderError,
+        now: datetime.datetime,
+    ) -> Outcome:
+        """Never make it worse: the Secrets already written stay as they are; retry with back-off."""
+        name = spec.name
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        delay = min(self.settings.retry_initial * 2 ** (failures - 1), self.settings.retry_max)
+        if not error.retryable:
+            delay = max(delay, min(self.settings.retry_max, self.settings.resync_interval))
+        delay *= self.rng.uniform(0.8, 1.0)
+        kept = f" The {len(managed)} Secret(s) already written are left unchanged." if managed else ""
+        message = f"{error}{kept} Retrying in {int(delay.total_seconds())}s."
+        logger.warning("Credential %s: getting a token failed (%s): %s", name, error.reason, message)
+        self._publish(
+            credential,
+            [Condition(READY, "False", error.reason, message), Condition(TOKEN_READY, "False", error.reason, message)],
+            {},
+        )
+        return Outcome(wake_at=now + delay, ready=False)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def _apply(self, action: SecretAction) -> FailedNamespace | None:
+        where = f"{action.namespace}/{action.name}"
+        try:
+            if action.verb == "create":
+                self.kube.create_secret(action.namespace, action.body or {})
+            elif action.verb == "patch":
+                self.kube.patch_secret(action.namespace, action.name, action.body or {})
+            elif action.verb == "recreate":
+                self.kube.delete_secret(action.namespace, action.name)
+                self.kube.create_secret(action.namespace, action.body or {})
+            else:
+                self.kube.delete_secret(action.namespace, action.name)
+        except KubeError as error:
+            if action.verb in ("create", "recreate") and error.status == 409:
+                return FailedNamespace(
+                    action.namespace, "SecretConflict",
+                    f"Secret {where} exists and is not managed by regcred-operator; it was left alone.",
+                )
+            logger.warning("Could not %s Secret %s: %s %s", action.verb, where, error.status, error.reason)
+            return FailedNamespace(action.namespace, _failure_reason(error),
+                                   f"Could not {action.verb} Secret {where}: {error.reason or error.status}.")
+        return None
+
+    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str]) -> list[FailedNamespace]:
+        target_set = set(targets)
+        failed: list[FailedNamespace] = []
+        for account in self.kube.list_service_accounts():
+            metadata = account.get("metadata") or {}
+            wanted = metadata.get("namespace") in target_set and wants_attachment(
+                spec.service_accounts, metadata.get("name", "")
+            )
+            if not wanted and spec.name not in attached_by(account):
+                continue
+            failure = self._update_service_account(account, spec.name, spec.secret_name if wanted else None)
+            if failure is not None:
+                failed.append(failure)
+        return failed
+
+    def _update_service_account(
+        self, account: Mapping[str, Any], credential: str, secret_name: str | None
+    ) -> FailedNamespace | None:
+        """Read-modify-write guarded by resourceVersion; a concurrent change means read again and retry."""
+        namespace, name = account["metadata"]["namespace"], account["metadata"]["name"]
+        for _ in range(_SA_CONFLICT_RETRIES):
+            updated = attach_update(account, credential, secret_name)
+            if updated is None:
+                return None
+            try:
+                self.kube.replace_service_account(updated)
+                return None
+            except KubeError as error:
+                if error.not_found:
+                    return None
+                if not error.conflict:
+                    return FailedNamespace(namespace, _failure_reason(error),
+                                           f"Could not update ServiceAccount {namespace}/{name}: {error.reason}.")
+            try:
+                account = self.kube.read_service_account(namespace, name)
+            except KubeError as reread_error:
+                if reread_error.not_found:
+                    return None
+                raise
+        return FailedNamespace(namespace, "Conflict",
+                               f"ServiceAccount {namespace}/{name} kept changing under us; will retry.")
+
+    # -- status and events ----------------------------------------------------------------------------
+
+    def _publish(
+        self,
+        credential: Mapping[str, Any],
+        conditions: list[Condition],
+        fields: Mapping[str, Any],
+        *,
+        minted_event: tuple[str, str] | None = None,
+    ) -> None:
+        """Write status only when it changed; post Events on Ready transitions and on new tokens."""
+        metadata = credential.get("metadata") or {}
+        current: Mapping[str, Any] = credential.get("status") or {}
+        now = format_time(self.clock.now())
+        generation = metadata.get("generation")
+        status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "conditions": merge_conditions(current.get("conditions") or [], conditions, now=now,
+                                           generation=generation),
+            **fields,
+        }
+        provider = _provider_key(credential)
+        if provider:
+            status["provider"] = provider
+        if SECRETS_SYNCED not in {c.type for c in conditions}:  # nothing was synced: keep the last counts
+            status["conditions"] = [c for c in status["conditions"] if c["type"] != SECRETS_SYNCED] + [
+                c for c in current.get("conditions") or [] if c.get("type") == SECRETS_SYNCED
+            ]
+        if any(current.get(key) != value for key, value in status.items()):
+            try:
+                self.kube.patch_credential_status(metadata["name"], status)
+            except KubeError as error:
+                if not error.not_found:
+                    raise
+        before, after = find_condition(current, READY), find_condition(status, READY)
+        events = []
+        if minted_event is not None:
+            events.append(("Normal", *minted_event))
+        if after is not None and (
+            before is None or (before.get("status"), before.get("reason")) != (after["status"], after["reason"])
+        ):
+            events.append(("Normal" if after["status"] == "True" else "Warning", after["reason"], after["message"]))
+        for type_, reason, message in events:
+            try:
+                self.kube.post_event(credential, type_=type_, reason=reason, message=message,
+                                     namespace=self.settings.events_namespace, now=now)
+            except KubeError as error:  # an Event is a courtesy: never fail a reconciliation for one
+                logger.warning("Could not post Event %s for %s: %s", reason, metadata.get("name"), error.reason)
+
+
+def _credential_selector(name: str) -> str:
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{CREDENTIAL_LABEL}={name}"
+
+
+def _provider_key(credential: Mapping[str, Any]) -> str | None:
+    provider = (credential.get("spec") or {}).get("provider") or {}
+    keys = [k for k in ("static", "ecr", "ghcr", "gar") if provider.get(k) is not None]
+    return keys[0] if len(keys) == 1 else None
+
+
+def _failure_reason(error: KubeError) -> str:
+    if error.status == 403:
+        return "Forbidden"
+    return error.reason if error.reason and error.reason.isalpha() else "WriteFailed"
+
+
+def _token_message(token: Token, *, minted: bool) -> str:
+    verb = "Minted a new token" if minted else "The written token is still valid"
+    until = f" until {format_time(token.expires_at)}" if token.expires_at else " (it does not expire)"
+    return f"{verb} for {', '.join(token.hosts)}{until}."
+
+
+def _minted_event(token: Token) -> tuple[str, str]:
+    until = f", valid until {format_time(token.expires_at)}" if token.expires_at else ""
+    return "TokenRefreshed", f"Minted a token for {', '.join(token.hosts)}{until}."
+
+
+__all__ = ["HeldToken", "Outcome", "Reconciler", "SourceSecretNotFound", "refresh_time"]

@@ -207,7 +207,8 @@ def parse_credential(name: str, spec: Mapping[str, Any]) -> CredentialSpec:
     selector_raw = raw_namespaces.get("selector")
     selection = NamespaceSelection(
         names=frozenset(raw_namespaces.get("names") or ()),
-        selector=LabelSelector.parse(selector_raw, field="spec.namespaces.selector") if selector_raw else None,
+        # An empty selector ({}) selects every namespace, as everywhere in Kubernetes.
+        selector=None if selector_raw is None else LabelSelector.parse(selector_raw, field="spec.namespaces.selector"),
         exclude=frozenset(raw_namespaces.get("exclude") or ()),
     )
     if not selection.names and selection.selector is None:

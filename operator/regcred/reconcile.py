@@ -120,7 +120,12 @@ class Reconciler:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._held: dict[str, HeldToken] = {}
         self._failures: dict[str, int] = {}
+        # The status this process last wrote, per credential: the operator is its only writer, and the
+        # object it is handed may not show the latest write yet (watch lag).
+        self._published: dict[str, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
+        # One reconciliation or cleanup at a time per credential: a cleanup must not race a late write.
+        self._credential_locks: dict[str, threading.Lock] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(settings.write_concurrency, "regcred-write")
         self.provider_calls = 0  # for benchmarks and tests: how often a cloud was asked for a token
 
@@ -129,9 +134,16 @@ class Reconciler:
 
     # -- the loop body ---------------------------------------------------------------------------
 
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._credential_locks.setdefault(name, threading.Lock())
+
     def reconcile(self, credential: Mapping[str, Any]) -> Outcome:
-        metadata = credential.get("metadata") or {}
-        name: str = metadata["name"]
+        name: str = (credential.get("metadata") or {})["name"]
+        with self._lock_for(name):
+            return self._reconcile(name, credential)
+
+    def _reconcile(self, name: str, credential: Mapping[str, Any]) -> Outcome:
         now = self.clock.now()
         try:
             spec = parse_credential(name, credential.get("spec") or {})
@@ -198,6 +210,12 @@ class Reconciler:
 
     def cleanup(self, name: str) -> None:
         """Remove everything a credential wrote: its Secrets and its ServiceAccount entries."""
+        with self._lock_for(name):
+            self._cleanup(name)
+        with self._lock:
+            self._credential_locks.pop(name, None)
+
+    def _cleanup(self, name: str) -> None:
         managed = self.kube.list_secrets(label_selector=_credential_selector(name))
         actions = [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in managed]
         list(self._pool.map(self._apply, actions))
@@ -207,6 +225,7 @@ class Reconciler:
         with self._lock:
             self._held.pop(name, None)
             self._failures.pop(name, None)
+            self._published.pop(name, None)
         logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
 
     # -- tokens ------------------------------------------------------------------------------------
@@ -367,7 +386,7 @@ class Reconciler:
     ) -> None:
         """Write status only when it changed; post Events on Ready transitions and on new tokens."""
         metadata = credential.get("metadata") or {}
-        current: Mapping[str, Any] = credential.get("status") or {}
+        current: Mapping[str, Any] = self._published.get(metadata["name"]) or credential.get("status") or {}
         now = format_time(self.clock.now())
         generation = metadata.get("generation")
         status: dict[str, Any] = {
@@ -389,6 +408,7 @@ class Reconciler:
             except KubeError as error:
                 if not error.not_found:
                     raise
+            self._published[metadata["name"]] = {**current, **status}
         before, after = find_condition(current, READY), find_condition(status, READY)
         events = []
         if minted_event is not None:

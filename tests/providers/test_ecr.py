@@ -162,7 +162,7 @@ def test_assume_role_mints_with_the_roles_credentials(moto_url: str) -> None:
     assert token.hosts == (host(role_account),)
     assumed = sts_backends[role_account]["aws"].assumed_roles[-1]
     assert assumed.role_arn == role_arn
-    assert assumed.role_session_name == "regcred-operator"
+    assert assumed.session_name == "regcred-operator"
 
 
 @pytest.mark.usefixtures("ambient_keys")

@@ -197,9 +197,7 @@ class EcrProvider:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise _sts_error(error, role_arn, identity, secrets) from None
         credentials = response["Credentials"]
-        secrets.extend(
-            [credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]]
-        )
+        secrets.extend([credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]])
         logger.debug("Assumed role %s for ECR in %s.", role_arn, self.spec.region)
         return self._session(
             aws_access_key_id=credentials["AccessKeyId"],
@@ -207,9 +205,7 @@ class EcrProvider:
             aws_session_token=credentials["SessionToken"],
         )
 
-    def _get_authorization_token(
-        self, session: boto3.session.Session, identity: str, secrets: list[str]
-    ) -> Token:
+    def _get_authorization_token(self, session: boto3.session.Session, identity: str, secrets: list[str]) -> Token:
         try:
             ecr = cast("ECRClient", self._client("ecr", session, self.ecr_endpoint_url))
             if self.spec.registry_ids:
@@ -242,9 +238,7 @@ class EcrProvider:
         logger.debug("Minted an ECR token for %s, expiring at %s.", ", ".join(hosts), expires.isoformat())
         return Token(hosts=tuple(hosts), username=ECR_USERNAME, password=passwords[0], expires_at=expires)
 
-    def _client(
-        self, service_name: Service, session: boto3.session.Session, endpoint_url: str | None
-    ) -> BaseClient:
+    def _client(self, service_name: Service, session: boto3.session.Session, endpoint_url: str | None) -> BaseClient:
         return self._client_factory(
             session,
             service_name,
@@ -282,9 +276,7 @@ def _read_static_keys(read_secret: SecretReader, ref: SecretRef) -> dict[str, st
 
 def _decode_password(encoded: str) -> str:
     try:
-        username, separator, password = (
-            base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
-        )
+        username, separator, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise _invalid_response("its token is not base64-encoded text") from None
     if not separator or username != ECR_USERNAME or not password:
@@ -403,9 +395,7 @@ def _sts_error(error: Exception, role_arn: str, identity: str, secrets: Iterable
 
 def _common_error(error: Exception, identity: str) -> ProviderError | None:
     """Failures that mean the same whichever AWS API was called: missing or rejected credentials."""
-    if isinstance(
-        error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
-    ):
+    if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
         return ProviderError(
             "No AWS credentials were found for the ECR provider: set spec.provider.ecr.credentialsSecretRef "
             f"to a Secret with {ACCESS_KEY_ID} and {SECRET_ACCESS_KEY}, or give the operator's pod an AWS "
@@ -439,9 +429,7 @@ def _common_error(error: Exception, identity: str) -> ProviderError | None:
     return None
 
 
-def _client_error_details(
-    error: botocore.exceptions.ClientError, secrets: Iterable[str]
-) -> tuple[str, int, str]:
+def _client_error_details(error: botocore.exceptions.ClientError, secrets: Iterable[str]) -> tuple[str, int, str]:
     details = error.response.get("Error", {})
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
     message = details.get("Message") or "no message"

@@ -1,0 +1,36 @@
+"""`regcred run` (the operator) and `regcred demo` (the operator against an emulated cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="regcred", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="run the operator against the cluster named by KUBECONFIG, ~/.kube/config or in-cluster config"
+    )
+    run.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", action="store_true", help="log more")
+    run.add_argument("--debug", action="store_true", help="log everything kopf does (no secret values)")
+    demo = commands.add_parser("demo", help="run the operator against an emulated cluster with an example credential")
+    demo.add_argument("--namespaces", type=int, default=6, help="how many team namespaces to create")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        import kopf
+
+        import regcred.handlers  # noqa: F401 - registers the handlers
+
+        kopf.configure(verbose=args.verbose, debug=args.debug)
+        kopf.run(clusterwide=True, liveness_endpoint=args.liveness)
+        return 0
+    from regcred.sandbox.demo import run_demo
+
+    return run_demo(team_namespaces=args.namespaces)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""RegistryCredential handlers: one long-lived loop per credential, and cleanup on deletion."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import kopf
+
+from regcred import GROUP, PLURAL, VERSION
+from regcred.runtime import Runtime
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Reconcile now, then sleep until the token's refresh time, a resync, or a wake-up from an event.
+
+    A daemon rather than a timer: the next run time depends on the token's expiry, not on a fixed period.
+    """
+    runtime: Runtime = memo["runtime"]
+    wake = runtime.wakeups.register(name)
+    try:
+        while True:
+            wake.clear()
+            snapshot = copy.deepcopy(dict(body))
+            outcome = await asyncio.to_thread(runtime.reconciler.reconcile, snapshot)
+            await runtime.clock.sleep_until(outcome.wake_at, wake)
+            # Let a burst of events (a namespace created with its ServiceAccount) settle into one run.
+            await asyncio.sleep(runtime.settings.debounce.total_seconds())
+    finally:
+        runtime.wakeups.unregister(name)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def notice_spec_change(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A new generation (the spec changed) is applied at once rather than at the next resync."""
+    if body.metadata.get("generation") != body.status.get("observedGeneration"):
+        memo["runtime"].wakeups.kick(name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def remove_written_objects(name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Delete the credential's Secrets and its ServiceAccount entries before the finalizer goes."""
+    runtime: Runtime = memo["runtime"]
+    await asyncio.to_thread(runtime.reconciler.cleanup, name)

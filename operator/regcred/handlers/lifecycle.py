@@ -1,0 +1,38 @@
+"""Operator start-up and shutdown: all kopf settings in one place, and the process's Runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from regcred import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred.runtime import Runtime
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own names for kopf's bookkeeping, so that nothing on users' objects says "kopf.zalando.org".
+    settings.persistence.finalizer = f"{GROUP}/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Watch only the Secrets this operator wrote, filtered by the API server: kopf's own label filters
+    # run in the operator, which would stream every Secret of the cluster into it.
+    settings.watching.label_selectors["v1", "secrets"] = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+    # Re-establish watches every few minutes: a silently dead connection must not go unnoticed for long.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # One replica acts at a time once peering is set up by the chart; until then run standalone.
+    settings.peering.standalone = True
+    # Tests and the demo hand in a prepared Runtime (emulated cluster, manual clock) through the memo.
+    if "runtime" not in memo:
+        memo["runtime"] = Runtime.create()
+
+
+@kopf.on.cleanup()
+def close(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        runtime.close()

@@ -1,0 +1,54 @@
+"""What one operator process holds: settings, the API layer, the reconciler, the clock, the wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from regcred.clock import Clock, SystemClock
+from regcred.config import Settings
+from regcred.kube import KubeApi, load_api_client
+from regcred.reconcile import Reconciler
+
+
+@dataclasses.dataclass
+class Wakeups:
+    """One event per credential, set by watch events (namespaces, managed Secrets, spec changes)."""
+
+    events: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+
+    def register(self, name: str) -> asyncio.Event:
+        return self.events.setdefault(name, asyncio.Event())
+
+    def unregister(self, name: str) -> None:
+        self.events.pop(name, None)
+
+    def kick(self, name: str) -> None:
+        event = self.events.get(name)
+        if event is not None:
+            event.set()
+
+    def kick_all(self) -> None:
+        for event in self.events.values():
+            event.set()
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings
+    kube: KubeApi
+    reconciler: Reconciler
+    clock: Clock
+    wakeups: Wakeups = dataclasses.field(default_factory=Wakeups)
+
+    @classmethod
+    def create(cls, *, settings: Settings | None = None, clock: Clock | None = None,
+               kubeconfig: str | None = None) -> Runtime:
+        settings = settings or Settings.from_env()
+        clock = clock or SystemClock()
+        kube = KubeApi(load_api_client(kubeconfig, pool_size=settings.write_concurrency + 4))
+        return cls(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
+
+    def close(self) -> None:
+        self.reconciler.close()
+        self.kube.api_client.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,107 @@
+"""Parsing a RegistryCredential spec: what users write, and the sentences they get back when it is wrong."""
+
+import datetime
+
+import pytest
+
+from regcred.models import DOCKER_HUB_HOST, SpecError, normalize_registry_host, parse_credential, parse_duration
+
+STATIC = {"static": {"registry": "docker.io", "secretRef": {"namespace": "regcred-system", "name": "hub"}}}
+
+
+def spec(**overrides: object) -> dict[str, object]:
+    return {"provider": STATIC, "secretName": "regcred", "namespaces": {"names": ["web"]}, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30m", 1800), ("1h30m", 5400), ("90s", 90), ("1.5h", 5400), ("500ms", 0.5)],
+)
+def test_durations_read_like_kubectl(text: str, seconds: float) -> None:
+    assert parse_duration(text, field="x").total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["30 minutes", "", "m", "10", "1h 30m", "-5m"])
+def test_bad_durations_name_the_field(text: str) -> None:
+    with pytest.raises(SpecError, match="spec.refresh.beforeExpiry must be a duration"):
+        parse_duration(text, field="spec.refresh.beforeExpiry")
+
+
+@pytest.mark.parametrize(
+    ("registry", "host"),
+    [
+        ("docker.io", DOCKER_HUB_HOST),
+        ("index.docker.io", DOCKER_HUB_HOST),
+        ("https://registry-1.docker.io/", DOCKER_HUB_HOST),
+        ("harbor.example.com", "harbor.example.com"),
+        ("https://registry.local:5000/v2/", "registry.local:5000"),
+    ],
+)
+def test_registry_hosts_are_written_as_docker_clients_look_them_up(registry: str, host: str) -> None:
+    assert normalize_registry_host(registry) == host
+
+
+def test_a_full_spec_parses() -> None:
+    parsed = parse_credential("shop", spec(
+        namespaces={"names": ["web"], "selector": {"matchLabels": {"team": "shop"}}, "exclude": ["kube-system"]},
+        serviceAccounts=["*"],
+        refresh={"beforeExpiry": "30m"},
+    ))
+    assert parsed.provider_name == "static"
+    assert parsed.refresh_before_expiry == datetime.timedelta(minutes=30)
+    assert parsed.attaches_all_service_accounts
+    selection = parsed.namespaces
+    assert selection.selects("web", {})
+    assert selection.selects("orders", {"team": "shop"})
+    assert not selection.selects("kube-system", {"team": "shop"})
+    assert not selection.selects("other", {"team": "ops"})
+
+
+def test_service_accounts_default_to_default() -> None:
+    assert parse_credential("shop", spec()).service_accounts == ("default",)
+
+
+def test_match_expressions_follow_kubernetes_semantics() -> None:
+    parsed = parse_credential("shop", spec(namespaces={"selector": {"matchExpressions": [
+        {"key": "team", "operator": "In", "values": ["a", "b"]},
+        {"key": "env", "operator": "NotIn", "values": ["dev"]},
+        {"key": "pci", "operator": "DoesNotExist"},
+        {"key": "tier", "operator": "Exists"},
+    ]}}))
+    selects = parsed.namespaces.selects
+    assert selects("x", {"team": "a", "tier": "1"})
+    assert selects("x", {"team": "b", "tier": "1", "env": "prod"})
+    assert not selects("x", {"team": "a", "tier": "1", "env": "dev"})
+    assert not selects("x", {"team": "a", "tier": "1", "pci": "yes"})
+    assert not selects("x", {"team": "a"})
+    assert not selects("x", {"team": "c", "tier": "1"})
+
+
+def test_an_empty_selector_selects_every_namespace() -> None:
+    parsed = parse_credential("shop", spec(namespaces={"selector": {}, "exclude": ["kube-system"]}))
+    assert parsed.namespaces.selects("anything", {})
+    assert not parsed.namespaces.selects("kube-system", {})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"provider": {}}, "exactly one of static, ecr, ghcr or gar"),
+        ({"provider": {**STATIC, "ecr": {"region": "eu-west-1"}}}, "exactly one of"),
+        ({"secretName": "Bad_Name"}, "not a valid Secret name"),
+        ({"secretName": None}, "spec.secretName is required"),
+        ({"namespaces": {"exclude": ["a"]}}, "needs names, a selector, or both"),
+        ({"namespaces": {"selector": {"matchExpressions": [{"key": "t", "operator": "Maybe"}]}}},
+         "operator must be In, NotIn, Exists or DoesNotExist"),
+        ({"namespaces": {"selector": {"matchExpressions": [{"key": "t", "operator": "In"}]}}},
+         "needs at least one value"),
+        ({"provider": {"static": {"registry": "docker.io", "secretRef": {"name": "hub"}}}},
+         "secretRef needs both namespace and name"),
+        ({"provider": {"ecr": {}}}, "region is required"),
+        ({"refresh": {"beforeExpiry": "30 minutes"}}, "beforeExpiry must be a duration"),
+        ({"remediation": {"strategy": "Reboot"}}, "strategy must be RolloutRestart, DeletePods or None"),
+    ],
+)
+def test_invalid_specs_say_what_to_fix(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        parse_credential("shop", spec(**overrides))

@@ -1,0 +1,156 @@
+"""`regcred demo`: the operator's main job on an emulated cluster, start to finish, in about ten seconds.
+
+An emulated Kubernetes API (for trying and testing, not a cluster) gets a few namespaces and a Docker Hub
+token in a Secret; a `static` RegistryCredential then fans it out. The demo prints what appeared where,
+shows the operator keeping up (a new namespace, a deleted Secret), and prints the credential's status.
+No secret value is printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import yaml
+
+from regcred import GROUP, PLURAL, VERSION
+from regcred.config import Settings
+from regcred.dockerconfig import DATA_KEY
+from regcred.embedded import EmbeddedOperator
+from regcred.kube import KubeApi, KubeError
+from regcred.manifests import load_crd
+from regcred.runtime import Runtime
+from regcred.sandbox import EmulatedCluster
+
+T = TypeVar("T")
+
+EXAMPLE = {
+    "apiVersion": f"{GROUP}/{VERSION}",
+    "kind": "RegistryCredential",
+    "metadata": {"name": "dockerhub"},
+    "spec": {
+        "provider": {
+            "static": {"registry": "docker.io", "secretRef": {"namespace": "regcred-system", "name": "hub-token"}},
+        },
+        "secretName": "dockerhub-pull",
+        "namespaces": {
+            "names": ["payments"], "selector": {"matchLabels": {"team": "shop"}}, "exclude": ["kube-system"],
+        },
+        "serviceAccounts": ["default"],
+    },
+}
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"gave up waiting for {what}")
+
+
+def run_demo(team_namespaces: int = 6) -> int:
+    print(__doc__)
+    with EmulatedCluster() as cluster:
+        cluster.install_crd(load_crd())
+        kube = KubeApi(cluster.api_client())
+        os.environ["KUBECONFIG"] = cluster.kubeconfig_path  # kopf logs in through the kubeconfig
+        print(f"Emulated API server at {cluster.url}  (try: KUBECONFIG={cluster.kubeconfig_path} kubectl get ns)\n")
+
+        teams = [f"shop-{i}" for i in range(1, team_namespaces + 1)]
+        for name, labels in [("regcred-system", {}), ("payments", {}), ("kube-system", {"team": "shop"}),
+                             ("unrelated", {"team": "ops"}), *((t, {"team": "shop"}) for t in teams)]:
+            create_namespace(kube, name, labels)
+        kube.request("POST", "/api/v1/namespaces/regcred-system/secrets", body={
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hub-token"},
+            "data": {"username": _b64("acme-ci"), "password": _b64("dckr_pat_demo-not-a-real-token")},
+        })
+        kube.request("PATCH", "/api/v1/namespaces/payments/serviceaccounts/default",
+                     body={"imagePullSecrets": [{"name": "existing-entry"}]},
+                     content_type="application/merge-patch+json")
+
+        # Short debounce so the demo reads well; everything else as in production.
+        runtime = Runtime.create(settings=Settings(debounce=datetime.timedelta(seconds=0.1)),
+                                 kubeconfig=cluster.kubeconfig_path)
+        with EmbeddedOperator(runtime):
+            print("Applying this RegistryCredential:\n")
+            print(yaml.safe_dump(EXAMPLE, sort_keys=False))
+            started = time.monotonic()
+            kube.request("POST", f"/apis/{GROUP}/{VERSION}/{PLURAL}", body=EXAMPLE)
+            expected = {"payments", *teams}
+            wait_for("the Secrets", lambda: expected <= secret_namespaces(kube))
+            print(f"Secrets written in {time.monotonic() - started:.2f}s:\n")
+            print_secrets(kube)
+            print_service_accounts(kube, sorted(expected))
+
+            print("\nKeeping up: a new namespace labelled team=shop ...")
+            started = time.monotonic()
+            create_namespace(kube, "shop-new", {"team": "shop"})
+            wait_for("the new namespace's Secret", lambda: "shop-new" in secret_namespaces(kube))
+            print(f"  shop-new got its Secret after {time.monotonic() - started:.2f}s")
+
+            print("Keeping up: someone deletes the Secret in payments ...")
+            started = time.monotonic()
+            kube.delete_secret("payments", "dockerhub-pull")
+            wait_for("the restored Secret", lambda: "payments" in secret_namespaces(kube))
+            print(f"  restored after {time.monotonic() - started:.2f}s")
+
+            status = wait_for("an up-to-date status", lambda: fresh_status(kube, len(expected) + 1))
+            print("\nkubectl get regcred dockerhub -o yaml  (status):\n")
+            print(yaml.safe_dump({"status": status}, sort_keys=False))
+    return 0
+
+
+def create_namespace(kube: KubeApi, name: str, labels: dict[str, str]) -> None:
+    kube.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
+                                                      "metadata": {"name": name, "labels": labels}})
+    # A real cluster's controller-manager adds the `default` ServiceAccount to every new namespace.
+    try:
+        kube.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts",
+                     body={"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+    except KubeError as error:
+        if not error.conflict:
+            raise
+
+
+def secret_namespaces(kube: KubeApi) -> set[str]:
+    return {s["metadata"]["namespace"] for s in kube.list_secrets(label_selector="regcred.dev/credential=dockerhub")}
+
+
+def credential_status(kube: KubeApi) -> dict[str, Any]:
+    status: dict[str, Any] = kube.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}/dockerhub").get("status") or {}
+    return status
+
+
+def fresh_status(kube: KubeApi, synced: int) -> dict[str, Any] | None:
+    status = credential_status(kube)
+    return status if (status.get("namespaces") or {}).get("synced") == synced else None
+
+
+def print_secrets(kube: KubeApi) -> None:
+    print(f"  {'NAMESPACE':<16} {'SECRET':<16} {'TYPE':<32} {'REGISTRY HOSTS (auths)':<32} EXPIRES")
+    for secret in sorted(kube.list_secrets(label_selector="regcred.dev/credential=dockerhub"),
+                         key=lambda s: s["metadata"]["namespace"]):
+        config = json.loads(base64.b64decode(secret["data"][DATA_KEY]))
+        expires = secret["metadata"]["annotations"].get("regcred.dev/expiration-time", "never (static)")
+        print(f"  {secret['metadata']['namespace']:<16} {secret['metadata']['name']:<16} {secret['type']:<32} "
+              f"{', '.join(config['auths']):<32} {expires}")
+    print("  (not in: regcred-system, kube-system (excluded), unrelated (team=ops))")
+
+
+def print_service_accounts(kube: KubeApi, namespaces: list[str]) -> None:
+    print("\n  ServiceAccount default, imagePullSecrets:")
+    for namespace in namespaces:
+        account = kube.read_service_account(namespace, "default")
+        print(f"    {namespace:<14} {[e['name'] for e in account.get('imagePullSecrets') or []]}")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

@@ -1,0 +1,30 @@
+"""Fixtures for the end-to-end tests: an emulated cluster with the CRD, and an operator to start."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from regcred.manifests import load_crd
+from regcred.sandbox import EmulatedCluster
+from tests.e2e.harness import Cluster, OperatorFactory
+
+
+@pytest.fixture
+def emulated() -> Iterator[EmulatedCluster]:
+    with EmulatedCluster() as cluster:
+        cluster.install_crd(load_crd())
+        yield cluster
+
+
+@pytest.fixture
+def cluster(emulated: EmulatedCluster) -> Cluster:
+    return Cluster(emulated)
+
+
+@pytest.fixture
+def operator(emulated: EmulatedCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[OperatorFactory]:
+    factory = OperatorFactory(emulated, monkeypatch)
+    yield factory
+    factory.stop()

@@ -1,0 +1,137 @@
+"""Driving the operator end to end: kopf in this process, the emulated API over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kubernetes
+import pytest
+
+from regcred import GROUP, PLURAL, VERSION
+from regcred.clock import Clock, SystemClock
+from regcred.config import Settings
+from regcred.embedded import EmbeddedOperator
+from regcred.kube import KubeApi
+from regcred.reconcile import Reconciler
+from regcred.runtime import Runtime
+from regcred.sandbox import EmulatedCluster
+
+T = TypeVar("T")
+
+# Short enough that the tests do not wait on them; the production defaults are in Settings.
+TEST_SETTINGS = Settings(
+    resync_interval=datetime.timedelta(minutes=5),
+    debounce=datetime.timedelta(seconds=0.05),
+    retry_initial=datetime.timedelta(seconds=1),
+    retry_max=datetime.timedelta(seconds=2),
+)
+
+
+def eventually(check: Callable[[], T], timeout: float = 10, interval: float = 0.05) -> T:
+    """Retry an assertion until it passes or the timeout runs out (then its last failure is raised)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, KeyError, kubernetes.client.ApiException):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(interval)
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class Cluster:
+    """What a test does to the cluster, through the official client, as a user or the kubelet would."""
+
+    def __init__(self, emulated: EmulatedCluster) -> None:
+        self.emulated = emulated
+        self.client = emulated.api_client()
+        self.core = kubernetes.client.CoreV1Api(self.client)
+        self.custom = kubernetes.client.CustomObjectsApi(self.client)
+
+    def namespace(self, name: str, labels: dict[str, str] | None = None, *, accounts: tuple[str, ...] = ("default",)
+                  ) -> None:
+        self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        for account in accounts:  # what the controller-manager does in a real cluster
+            self.core.create_namespaced_service_account(name, {"metadata": {"name": account}})
+
+    def relabel(self, name: str, labels: dict[str, str | None]) -> None:
+        self.core.patch_namespace(name, {"metadata": {"labels": labels}})
+
+    def source_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self.core.create_namespaced_secret(
+            namespace, {"metadata": {"name": name}, "data": {k: b64(v) for k, v in data.items()}}
+        )
+
+    def apply_credential(self, name: str, spec: dict[str, Any]) -> None:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RegistryCredential", "metadata": {"name": name},
+                "spec": spec}
+        try:
+            current = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+            self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+        else:
+            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.custom.replace_cluster_custom_object(GROUP, VERSION, PLURAL, name, body)
+
+    def credential(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        return result
+
+    def condition(self, name: str, type_: str = "Ready") -> dict[str, Any]:
+        for condition in self.credential(name).get("status", {}).get("conditions", []):
+            if condition["type"] == type_:
+                return dict(condition)
+        raise AssertionError(f"no {type_} condition yet")
+
+    def secrets(self, label_selector: str) -> dict[str, Any]:
+        """{namespace: secret} for the Secrets matching a label selector."""
+        items = self.core.list_secret_for_all_namespaces(label_selector=label_selector).items
+        return {s.metadata.namespace: s for s in items}
+
+    def dockerconfig(self, namespace: str, name: str) -> dict[str, Any]:
+        secret = self.core.read_namespaced_secret(name, namespace)
+        assert secret.type == "kubernetes.io/dockerconfigjson"
+        config: dict[str, Any] = json.loads(base64.b64decode(secret.data[".dockerconfigjson"]))
+        return config
+
+    def pull_secrets(self, namespace: str, account: str = "default") -> list[str]:
+        found = self.core.read_namespaced_service_account(account, namespace)
+        return [ref.name for ref in found.image_pull_secrets or []]
+
+    def events(self, reason: str | None = None) -> list[Any]:
+        items = self.core.list_namespaced_event("default").items
+        return [e for e in items if reason is None or e.reason == reason]
+
+
+class OperatorFactory:
+    """Starts (and restarts) the operator: a fresh process-worth of memory each time."""
+
+    def __init__(self, emulated: EmulatedCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.emulated = emulated
+        monkeypatch.setenv("KUBECONFIG", emulated.kubeconfig_path)  # how kopf itself logs in
+        self.running: EmbeddedOperator | None = None
+        self.runtimes: list[Runtime] = []
+
+    def start(self, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS) -> Runtime:
+        clock = clock or SystemClock()
+        kube = KubeApi(self.emulated.api_client())
+        runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
+        self.running = EmbeddedOperator(runtime).start()
+        self.runtimes.append(runtime)
+        return runtime
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,8 @@ class KubeError(Exception):
 def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 32) -> kubernetes.client.ApiClient:
     """An API client for the cluster named by KUBECONFIG / ~/.kube/config, or the in-cluster config."""
     configuration = kubernetes.client.Configuration()
+    # Read KUBECONFIG now: the client library reads it once, when first imported.
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     try:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=kubeconfig, client_configuration=configuration

@@ -147,6 +147,7 @@ class Reconciler:
         now = self.clock.now()
         try:
             spec = parse_credential(name, credential.get("spec") or {})
+            provider = self.providers(spec.provider, self.settings)
         except SpecError as error:
             self._publish(credential, [Condition(READY, "False", error.reason, str(error))], {})
             return Outcome(wake_at=now + self.settings.resync_interval, ready=False)
@@ -162,7 +163,7 @@ class Reconciler:
         phash = provider_hash(credential.get("spec") or {})
 
         try:
-            held, minted = self._token_for(spec, managed, phash, now)
+            held, minted = self._token_for(spec, provider, managed, phash, now)
         except ProviderError as error:
             return self._mint_failed(credential, spec, managed, error, now)
         self._failures.pop(name, None)
@@ -231,7 +232,12 @@ class Reconciler:
     # -- tokens ------------------------------------------------------------------------------------
 
     def _token_for(
-        self, spec: CredentialSpec, managed: Iterable[Mapping[str, Any]], phash: str, now: datetime.datetime
+        self,
+        spec: CredentialSpec,
+        provider: Provider,
+        managed: Iterable[Mapping[str, Any]],
+        phash: str,
+        now: datetime.datetime,
     ) -> tuple[HeldToken, bool]:
         """A still-fresh token from memory or from the written Secrets, else a newly minted one."""
         held = self._held.get(spec.name)
@@ -241,7 +247,6 @@ class Reconciler:
             self._held[spec.name] = held
             return held, False
 
-        provider = self.providers(spec.provider, self.settings)
         with self._lock:
             self.provider_calls += 1
         token = provider.mint(self.kube.read_secret_data)

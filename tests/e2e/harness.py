@@ -59,9 +59,18 @@ class Cluster:
 
     def namespace(self, name: str, labels: dict[str, str] | None = None, *, accounts: tuple[str, ...] = ("default",)
                   ) -> None:
-        self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        try:
+            self.core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        except kubernetes.client.ApiException as error:  # default, kube-system, ... exist from the start
+            if error.status != 409:
+                raise
+            self.core.patch_namespace(name, {"metadata": {"labels": labels or {}}})
         for account in accounts:  # what the controller-manager does in a real cluster
-            self.core.create_namespaced_service_account(name, {"metadata": {"name": account}})
+            try:
+                self.core.create_namespaced_service_account(name, {"metadata": {"name": account}})
+            except kubernetes.client.ApiException as error:
+                if error.status != 409:
+                    raise
 
     def relabel(self, name: str, labels: dict[str, str | None]) -> None:
         self.core.patch_namespace(name, {"metadata": {"labels": labels}})

@@ -109,8 +109,14 @@ def run_demo(team_namespaces: int = 6) -> int:
 
 
 def create_namespace(kube: KubeApi, name: str, labels: dict[str, str]) -> None:
-    kube.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
-                                                      "metadata": {"name": name, "labels": labels}})
+    try:
+        kube.request("POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace",
+                                                          "metadata": {"name": name, "labels": labels}})
+    except KubeError as error:  # kube-system and default exist from the start
+        if not error.conflict:
+            raise
+        kube.request("PATCH", f"/api/v1/namespaces/{name}", body={"metadata": {"labels": labels}},
+                     content_type="application/merge-patch+json")
     # A real cluster's controller-manager adds the `default` ServiceAccount to every new namespace.
     try:
         kube.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts",

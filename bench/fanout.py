@@ -15,6 +15,7 @@ import argparse
 import base64
 import dataclasses
 import datetime
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 2000])
     parser.add_argument("--latency", type=float, default=0.005, help="seconds added to every API request")
     args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -180,10 +180,8 @@ class Reconciler:
         writes = len(actions)
 
         synced = summarise_failures(failed)
-        token_condition = Condition(
-            TOKEN_READY, "True", "TokenMinted" if minted else "TokenValid",
-            _token_message(held.token, minted=minted),
-        )
+        # Stable wording whether minted now or reused, so that a no-change resync writes nothing.
+        token_condition = Condition(TOKEN_READY, "True", "TokenValid", _token_message(held.token))
         ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
                           "Pull secrets are up to date in every selected namespace."
                           if synced.status == "True" else synced.message)
@@ -256,6 +254,9 @@ class Reconciler:
                 f"{format_time(token.expires_at)}, before now ({format_time(now)}); check the operator's clock.",
                 reason="TokenAlreadyExpired",
             )
+        if held is not None and token.expires_at is None and held.token == token:  # a static source, unchanged
+            self._held[spec.name] = held
+            return held, False
         refresh_at = (
             refresh_time(now, token.expires_at, spec.refresh_before_expiry, self.rng)
             if token.expires_at is not None else None
@@ -275,15 +276,18 @@ class Reconciler:
             expires_at = parse_time(annotations.get(EXPIRATION_ANNOTATION))
             minted_at = parse_time(annotations.get(MINTED_ANNOTATION))
             if (
-                content is None or expires_at is None or minted_at is None
+                content is None or minted_at is None
                 or annotations.get(PROVIDER_HASH_ANNOTATION) != phash
                 or annotations.get(CONTENT_HASH_ANNOTATION) != dc.content_hash(content)  # edited by hand
             ):
                 continue
             token = dc.parse_token(content, expires_at)
-            if token is None or (best is not None and best.token.expires_at and best.token.expires_at >= expires_at):
+            if token is None or (best is not None and best.minted_at >= minted_at):
                 continue
-            refresh_at = refresh_time(minted_at, expires_at, spec.refresh_before_expiry, self.rng)
+            refresh_at = (
+                refresh_time(minted_at, expires_at, spec.refresh_before_expiry, self.rng)
+                if expires_at is not None else None
+            )
             best = HeldToken(token, content, phash, minted_at, refresh_at)
         return best
 
@@ -446,10 +450,9 @@ def _failure_reason(error: KubeError) -> str:
     return error.reason if error.reason and error.reason.isalpha() else "WriteFailed"
 
 
-def _token_message(token: Token, *, minted: bool) -> str:
-    verb = "Minted a new token" if minted else "The written token is still valid"
-    until = f" until {format_time(token.expires_at)}" if token.expires_at else " (it does not expire)"
-    return f"{verb} for {', '.join(token.hosts)}{until}."
+def _token_message(token: Token) -> str:
+    until = f"valid until {format_time(token.expires_at)}" if token.expires_at else "without expiry"
+    return f"The token for {', '.join(token.hosts)} is {until}."
 
 
 def _minted_event(token: Token) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import kubernetes
@@ -149,7 +150,7 @@ def test_deleting_the_credential_removes_what_it_wrote(shop: Cluster, operator: 
         try:
             shop.credential(CREDENTIAL)
         except kubernetes.client.ApiException as error:
-            assert error.status == 404
+            assert error.status == 404  # noqa: PT017 - polled, so pytest.raises cannot be used
         else:
             raise AssertionError("the credential is still there (its finalizer was not removed)")
     eventually(gone)
@@ -213,3 +214,19 @@ def _assert_in(item: object, container: Any) -> None:
 
 def _assert_not_in(item: object, container: Any) -> None:
     assert item not in container
+
+
+def test_a_resync_with_nothing_changed_writes_nothing(shop: Cluster, operator: OperatorFactory) -> None:
+    operator.start()
+    shop.apply_credential(CREDENTIAL, static_spec(serviceAccounts=["*"]))
+    eventually(lambda: _assert_equal(shop.condition(CREDENTIAL)["status"], "True"))
+    time.sleep(0.5)  # let the events of the first sync settle
+
+    shop.emulated.reset_requests()
+    shop.namespace("elsewhere", {"team": "ops"}, accounts=())  # wakes every credential up; selects nothing
+    eventually(lambda: _assert_in(
+        ("list", "secrets"), {(r.verb, r.resource) for r in shop.emulated.requests}))  # it did reconcile
+    time.sleep(0.5)
+    writes = [(r.verb, r.resource, r.namespace, r.name) for r in shop.emulated.requests
+              if r.verb in ("create", "update", "patch", "delete")]
+    assert writes == [("create", "namespaces", None, None)]  # the test's own

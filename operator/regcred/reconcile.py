@@ -451,8 +451,8 @@ def _failure_reason(error: KubeError) -> str:
 
 
 def _token_message(token: Token) -> str:
-    until = f"valid until {format_time(token.expires_at)}" if token.expires_at else "without expiry"
-    return f"The token for {', '.join(token.hosts)} is {until}."
+    until = f"is valid until {format_time(token.expires_at)}" if token.expires_at else "does not expire"
+    return f"The token for {', '.join(token.hosts)} {until}."
 
 
 def _minted_event(token: Token) -> tuple[str, str]:

@@ -148,3 +148,15 @@ def test_deleting_a_crd_ends_its_watches(cluster: EmulatedCluster, client: Any) 
     with pytest.raises(StopIteration):
         next(watching)
     assert time.monotonic() - started < 3
+
+
+def test_a_finalized_deletion_is_modified_then_deleted(cluster: EmulatedCluster, core: Any) -> None:
+    core.create_namespaced_secret("default", {"metadata": {"name": "s", "finalizers": ["example.dev/hold"]}})
+    rv = core.list_namespaced_secret("default").metadata.resource_version
+    core.delete_namespaced_secret("s", "default")
+    core.patch_namespaced_secret("s", "default", {"metadata": {"finalizers": None}})
+
+    events = stream(cluster, f"/api/v1/namespaces/default/secrets?watch=true&resourceVersion={rv}", limit=2)
+    assert summary(events) == [("MODIFIED", "s"), ("DELETED", "s")]
+    assert events[0]["object"]["metadata"]["deletionTimestamp"]
+    assert "finalizers" not in events[1]["object"]["metadata"]

@@ -12,6 +12,9 @@ import base64
 import datetime
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -105,6 +108,10 @@ def run_demo(team_namespaces: int = 6) -> int:
             status = wait_for("an up-to-date status", lambda: fresh_status(kube, len(expected) + 1))
             print("\nkubectl get regcred dockerhub -o yaml  (status):\n")
             print(yaml.safe_dump({"status": status}, sort_keys=False))
+            kubectl = shutil.which("kubectl", path=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+            if kubectl:
+                print("$ kubectl get registrycredentials\n")
+                subprocess.run([kubectl, "get", "registrycredentials"], check=False, timeout=30)  # noqa: S603
     return 0
 
 

@@ -13,7 +13,10 @@ from regcred.reconcile import Reconciler
 
 @dataclasses.dataclass
 class Wakeups:
-    """One event per credential, set by watch events (namespaces, managed Secrets, spec changes)."""
+    """One event per credential, set by watch events (namespaces, managed Secrets, spec changes).
+
+    asyncio events are not thread-safe: kick only from the event loop (async kopf handlers).
+    """
 
     events: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
 

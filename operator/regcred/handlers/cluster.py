@@ -12,13 +12,13 @@ from regcred.fanout import CONTENT_HASH_ANNOTATION
 
 
 @kopf.on.event("v1", "namespaces")
-def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
+async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
     """A namespace created, relabelled or deleted may enter or leave any credential's selection."""
     memo["runtime"].wakeups.kick_all()
 
 
 @kopf.on.event("v1", "serviceaccounts")
-def service_account_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def service_account_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """A new namespace's `default` ServiceAccount appears a moment after the namespace itself."""
     if event.get("type") in ("ADDED", "MODIFIED"):
         memo["runtime"].wakeups.kick_all()
@@ -26,7 +26,7 @@ def service_account_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> 
 
 # The label filter here is a guard; the API server already filters (see lifecycle.configure).
 @kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE})
-def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A written Secret that was deleted or edited by someone else is restored by its credential."""
     credential = body.metadata.labels.get(CREDENTIAL_LABEL)
     if not credential:

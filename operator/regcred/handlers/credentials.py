@@ -33,7 +33,7 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def notice_spec_change(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def notice_spec_change(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A new generation (the spec changed) is applied at once rather than at the next resync."""
     if body.metadata.get("generation") != body.status.get("observedGeneration"):
         memo["runtime"].wakeups.kick(name)

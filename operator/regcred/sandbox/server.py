@@ -791,21 +791,19 @@ class ApiServer(kmock.KubernetesEmulator):
             result['metadata']['generation'] = int(old_meta.get('generation') or 0) + 1
         if dry_run:
             return result
+        if self._releasable(store, result):  # the last finalizer is gone: deleted, not modified
+            return self._remove(store, result)
         self._commit(store, result, 'MODIFIED', old)
         if store is self._crds:
             self._register_crd(result)
-        self._release(store, result)
         return result
 
-    def _release(self, store: Store, obj: Obj) -> None:
-        """Remove an object whose deletion was waiting for finalizers (and content, for namespaces)."""
+    def _releasable(self, store: Store, obj: Obj) -> bool:
+        """Whether an object's deletion waits no more for finalizers (nor for content, for namespaces)."""
         meta = obj['metadata']
         if not meta.get('deletionTimestamp') or meta.get('finalizers'):
-            return
-        if store is self._namespaces and self._ns_counts[meta['name']] > 0:
-            return
-        if store.get(meta.get('namespace'), meta['name']) is obj:
-            self._remove(store, obj)
+            return False
+        return store is not self._namespaces or self._ns_counts[meta['name']] <= 0
 
     def delete_object(self, store: Store, namespace: str | None, name: str, options: Any, *,
                dry_run: bool = False) -> Obj:
@@ -839,8 +837,8 @@ class ApiServer(kmock.KubernetesEmulator):
                     for obj in list(other.objects.get(meta['name'], {}).values()):
                         self._delete(other, obj)
             current = self._namespaces.get(None, meta['name'])
-            if current is not None:
-                self._release(store, current)
+            if current is not None and self._releasable(store, current):
+                self._remove(store, current)
         return marked
 
     def _remove(self, store: Store, obj: Obj) -> Obj:
@@ -851,8 +849,8 @@ class ApiServer(kmock.KubernetesEmulator):
             namespace = gone['metadata'].get('namespace', '')
             self._ns_counts[namespace] -= 1
             ns = self._namespaces.get(None, namespace)
-            if ns is not None and self._ns_counts[namespace] <= 0:
-                self._release(self._namespaces, ns)
+            if ns is not None and self._releasable(self._namespaces, ns):
+                self._remove(self._namespaces, ns)
         return gone
 
     # -- Helpers for the cluster's synchronous API --------------------------------------------

@@ -1,8 +1,23 @@
 """
 An emulated Kubernetes API server for trying and testing the operator without a cluster.
 
-It serves kopf, the official ``kubernetes`` client and ``kubectl`` over real HTTP; it is not a
-cluster: there are no controllers, no admission webhooks, no schema validation or pruning.
+It serves kopf, the official ``kubernetes`` client and ``kubectl`` over real HTTP with a real
+server's semantics: resourceVersions and 409 conflicts, watches from a resourceVersion (410 when
+too old), label and field selectors, the status subresource, strategic merge / merge / JSON
+patches, finalizers, namespace deletion, CRDs, Status errors, server-side Tables for kubectl.
+
+It is not a cluster. Known differences from a real API server:
+
+- no controllers (no pods behind deployments, no ServiceAccount token secrets, no garbage
+  collection by ownerReferences), no admission, no authentication or RBAC;
+- CRD schemas are not validated, defaulted or pruned; no conversion between versions
+  (all served versions share one storage, only ``apiVersion`` differs);
+- namespace deletion runs synchronously (Terminating only while finalizers hold content),
+  and deleting a CRD drops its objects at once;
+- server-side apply is a merge (no field managers); no OpenAPI (``kubectl explain`` and
+  kubectl's client-side validation need ``--validate=false``); protobuf request bodies only
+  for what ``kubectl create namespace|secret|serviceaccount|configmap`` sends;
+- every object gets ``metadata.generation``; any dotted path works in field selectors.
 """
 
 from regcred.sandbox.cluster import EmulatedCluster

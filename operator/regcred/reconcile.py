@@ -68,7 +68,7 @@ class HeldToken:
     content: bytes = dataclasses.field(repr=False)
     provider_hash: str
     minted_at: datetime.datetime
-    refresh_at: datetime.datetime | None  # None: no expiry, re-read on every reconciliation
+    refresh_at: datetime.datetime | None  # None: user-managed or without expiry, re-read at every reconciliation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +241,8 @@ class Reconciler:
         held = self._held.get(spec.name)
         if held is None or held.provider_hash != phash:
             held = self._token_from_secrets(spec, managed, phash)
-        if held is not None and held.refresh_at is not None and now < held.refresh_at:
+        renewable = not provider.user_managed
+        if renewable and held is not None and held.refresh_at is not None and now < held.refresh_at:
             self._held[spec.name] = held
             return held, False
 
@@ -254,14 +255,15 @@ class Reconciler:
                 f"{format_time(token.expires_at)}, before now ({format_time(now)}); check the operator's clock.",
                 reason="TokenAlreadyExpired",
             )
-        if held is not None and token.expires_at is None and held.token == token:  # a static source, unchanged
-            self._held[spec.name] = held
+        content = dc.render(token)
+        if not renewable and held is not None and (held.content, held.token.expires_at) == (content, token.expires_at):
+            self._held[spec.name] = held  # what the person put in the Secret has not changed
             return held, False
         refresh_at = (
             refresh_time(now, token.expires_at, spec.refresh_before_expiry, self.rng)
-            if token.expires_at is not None else None
+            if token.expires_at is not None and renewable else None
         )
-        held = HeldToken(token, dc.render(token), phash, now, refresh_at)
+        held = HeldToken(token, content, phash, now, refresh_at)
         self._held[spec.name] = held
         return held, True
 

@@ -62,6 +62,14 @@ class InvalidSourceSecret(ProviderError):
 
 
 class Provider(Protocol):
-    """Mints one Token for a credential's provider block. Called once per credential per lifetime."""
+    """Mints one Token for a credential's provider block. Called once per credential per lifetime.
+
+    ``user_managed`` providers (static credentials, GitHub PATs) only read what a person put in a Secret:
+    the operator cannot renew it, so it re-reads the Secret at every reconciliation instead of keeping
+    the token until a refresh time, and only reports (and warns about) its expiry.
+    """
+
+    @property
+    def user_managed(self) -> bool: ...
 
     def mint(self, read_secret: SecretReader) -> Token: ...

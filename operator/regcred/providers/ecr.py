@@ -131,6 +131,8 @@ def default_client_factory(
 class EcrProvider:
     """Mints an ECR pull token (username ``AWS``) for the spec's registries, or the caller's own account's."""
 
+    user_managed = False  # renewable: minted again before expiry
+
     def __init__(
         self,
         spec: EcrSpec,

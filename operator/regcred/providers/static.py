@@ -7,6 +7,8 @@ from regcred.providers.base import InvalidSourceSecret, SecretReader, Token
 
 
 class StaticProvider:
+    user_managed = True  # the operator re-reads the Secret; it cannot renew what a person created
+
     def __init__(self, spec: StaticSpec) -> None:
         self.spec = spec
 

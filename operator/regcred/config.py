@@ -28,6 +28,14 @@ class Settings:
     # Overrides for VPC/FIPS endpoints and for tests (boto3's AWS_ENDPOINT_URL_ECR also works).
     ecr_endpoint_url: str | None = None
     sts_endpoint_url: str | None = None
+    # Replaces the GitHub API URL of every ghcr credential (an egress proxy; tests).
+    github_api_url: str | None = None
+    # Base URL of Google's IAM credentials API for impersonation, e.g. https://iamcredentials.googleapis.com
+    # (Private Service Connect; tests). Its token-exchange (STS) URL for workload identity federation.
+    google_iam_endpoint_url: str | None = None
+    google_sts_endpoint_url: str | None = None
+    # Registries probed over plain HTTP by spec.verify (a self-hosted registry without TLS; tests).
+    insecure_registries: frozenset[str] = frozenset()
     # Namespace of the operator's own Events about cluster-scoped credentials (what kubectl shows).
     events_namespace: str = "default"
 
@@ -44,4 +52,9 @@ class Settings:
             ecr_endpoint_url=env.get("REGCRED_ECR_ENDPOINT_URL") or None,
             sts_endpoint_url=env.get("REGCRED_STS_ENDPOINT_URL") or None,
             events_namespace=env.get("REGCRED_EVENTS_NAMESPACE", defaults.events_namespace),
+            github_api_url=env.get("REGCRED_GITHUB_API_URL") or None,
+            google_iam_endpoint_url=env.get("REGCRED_GOOGLE_IAM_ENDPOINT_URL") or None,
+            google_sts_endpoint_url=env.get("REGCRED_GOOGLE_STS_ENDPOINT_URL") or None,
+            insecure_registries=frozenset(h.strip() for h in env.get("REGCRED_INSECURE_REGISTRIES", "").split(",")
+                                          if h.strip()),
         )

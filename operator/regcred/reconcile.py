@@ -43,6 +43,7 @@ from regcred.status import (
     MAX_FAILED_NAMESPACES,
     READY,
     SECRETS_SYNCED,
+    TOKEN_EXPIRING,
     TOKEN_READY,
     Condition,
     FailedNamespace,
@@ -181,13 +182,20 @@ class Reconciler:
 
         synced = summarise_failures(failed)
         # Stable wording whether minted now or reused, so that a no-change resync writes nothing.
-        token_condition = Condition(TOKEN_READY, "True", "TokenValid", _token_message(held.token))
+        notice = provider.expiry_notice(held.token.expires_at, now) if provider.user_managed else None
+        token_condition = Condition(TOKEN_READY, "True", "TokenValid", " ".join(
+            filter(None, [_token_message(held.token), notice if held.token.expires_at is None else None])))
+        expiring = notice is not None and held.token.expires_at is not None
+        extra_conditions = [Condition(
+            TOKEN_EXPIRING, "True" if expiring else "False", "TokenExpiresSoon" if expiring else "NotExpiringSoon",
+            notice if expiring and notice else "The token is not about to expire.",
+        )] if provider.user_managed else []
         ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
                           "Pull secrets are up to date in every selected namespace."
                           if synced.status == "True" else synced.message)
         self._publish(
             credential,
-            [ready, token_condition, synced],
+            [ready, token_condition, synced, *extra_conditions],
             {
                 "expirationTime": format_time(held.token.expires_at) if held.token.expires_at else None,
                 "lastRefreshTime": format_time(held.minted_at),
@@ -428,6 +436,10 @@ class Reconciler:
             before is None or (before.get("status"), before.get("reason")) != (after["status"], after["reason"])
         ):
             events.append(("Normal" if after["status"] == "True" else "Warning", after["reason"], after["message"]))
+        for warning_type in (TOKEN_EXPIRING,):  # warnings that are not failures: an Event when they start
+            was, now_ = find_condition(current, warning_type), find_condition(status, warning_type)
+            if now_ is not None and now_["status"] == "True" and (was is None or was.get("status") != "True"):
+                events.append(("Warning", now_["reason"], now_["message"]))
         for type_, reason, message in events:
             try:
                 self.kube.post_event(credential, type_=type_, reason=reason, message=message,

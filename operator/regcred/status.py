@@ -10,6 +10,8 @@ from typing import Any
 READY = "Ready"
 TOKEN_READY = "TokenReady"  # noqa: S105 - a valid token is in hand (freshly minted or reused from the written Secrets)
 SECRETS_SYNCED = "SecretsSynced"  # every selected namespace holds the current Secret
+TOKEN_EXPIRING = "TokenExpiring"  # noqa: S105 - a user-managed token (a GitHub PAT) lapses soon: a person must replace it
+VERIFIED = "Verified"  # the last freshly minted token could pull spec.verify.image
 
 MAX_FAILED_NAMESPACES = 50  # a bounded sample: status is no place for thousands of names
 

@@ -186,10 +186,10 @@ def test_a_missing_source_secret_says_so_and_leaves_written_secrets_alone(
         (static_spec(provider={"static": {"registry": "docker.io", "secretRef": {"namespace": "regcred-system",
                                                                                   "name": "absent"}}}),
          "SourceSecretNotFound", "regcred-system/absent does not exist"),
-        (static_spec(provider={"gar": {"registries": ["europe-docker.pkg.dev"]}}),
-         "InvalidSpec", "not available yet"),
+        (static_spec(provider={"ghcr": {"username": "ci-bot"}}),
+         "InvalidSpec", "needs exactly one of tokenSecretRef (a PAT) or app (a GitHub App)"),
     ],
-    ids=["bad-selector", "missing-source-secret", "provider-not-yet-available"],
+    ids=["bad-selector", "missing-source-secret", "ghcr-without-token-or-app"],
 )
 def test_invalid_specs_give_ready_false_with_a_reason(
     shop: Cluster, operator: OperatorFactory, spec: dict[str, Any], reason: str, words: str

@@ -6,7 +6,7 @@ Only this package talks to clouds (boto3, google-auth, GitHub's API).
 from __future__ import annotations
 
 from regcred.config import Settings
-from regcred.models import EcrSpec, ProviderSpec, SpecError, StaticSpec
+from regcred.models import EcrSpec, GarSpec, GhcrSpec, ProviderSpec, SpecError, StaticSpec
 from regcred.providers.base import (
     InvalidSourceSecret,
     Provider,
@@ -39,5 +39,13 @@ def provider_for(spec: ProviderSpec, settings: Settings) -> Provider:
         return EcrProvider(
             spec, ecr_endpoint_url=settings.ecr_endpoint_url, sts_endpoint_url=settings.sts_endpoint_url
         )
-    raise SpecError(f"The {type(spec).__name__.removesuffix('Spec').lower()} provider is not available yet in "
-                    "this version of regcred-operator; use static or ecr.")
+    if isinstance(spec, GhcrSpec):
+        from regcred.providers.ghcr import GhcrProvider
+
+        return GhcrProvider(spec, api_url_override=settings.github_api_url)
+    if isinstance(spec, GarSpec):
+        from regcred.providers.gar import GarProvider
+
+        return GarProvider(spec, iam_endpoint_override=settings.google_iam_endpoint_url,
+                           sts_endpoint_override=settings.google_sts_endpoint_url)
+    raise SpecError(f"Unknown provider {type(spec).__name__}.")

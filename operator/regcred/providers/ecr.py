@@ -150,6 +150,9 @@ class EcrProvider:
         self._client_factory = client_factory
         self._config = config
 
+    def expiry_notice(self, expires_at: datetime.datetime | None, now: datetime.datetime) -> str | None:
+        return None  # nothing a person must do about it
+
     def mint(self, read_secret: SecretReader) -> Token:
         spec = self.spec
         # Every credential value in play, so that no AWS message that echoes one can carry it to a user.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from regcred.models import StaticSpec
 from regcred.providers.base import InvalidSourceSecret, SecretReader, Token
 
@@ -11,6 +13,9 @@ class StaticProvider:
 
     def __init__(self, spec: StaticSpec) -> None:
         self.spec = spec
+
+    def expiry_notice(self, expires_at: datetime.datetime | None, now: datetime.datetime) -> str | None:
+        return None  # nothing a person must do about it
 
     def mint(self, read_secret: SecretReader) -> Token:
         ref = self.spec.secret_ref

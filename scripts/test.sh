@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/install-registry.sh
 .venv/bin/ruff check operator tests bench
 .venv/bin/mypy
 .venv/bin/pytest "$@"

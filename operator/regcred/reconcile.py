@@ -35,8 +35,10 @@ from regcred.fanout import (
     plan_secrets,
     wants_attachment,
 )
+from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
 from regcred.models import CredentialSpec, SpecError, parse_credential
+from regcred.probe import Prober
 from regcred.providers import Provider, ProviderError, Token, provider_for
 from regcred.providers.base import SourceSecretNotFound
 from regcred.status import (
@@ -45,6 +47,7 @@ from regcred.status import (
     SECRETS_SYNCED,
     TOKEN_EXPIRING,
     TOKEN_READY,
+    VERIFIED,
     Condition,
     FailedNamespace,
     find_condition,
@@ -112,12 +115,14 @@ class Reconciler:
         clock: Clock,
         *,
         providers: ProviderFactory = provider_for,
+        prober: Prober | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock
         self.providers = providers
+        self.prober = prober or Prober(insecure_registries=settings.insecure_registries)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._held: dict[str, HeldToken] = {}
         self._failures: dict[str, int] = {}
@@ -149,6 +154,7 @@ class Reconciler:
         try:
             spec = parse_credential(name, credential.get("spec") or {})
             provider = self.providers(spec.provider, self.settings)
+            verify_image = _parse_verify_image(spec)
         except SpecError as error:
             self._publish(credential, [Condition(READY, "False", error.reason, str(error))], {})
             return Outcome(wake_at=now + self.settings.resync_interval, ready=False)
@@ -163,8 +169,11 @@ class Reconciler:
         managed = self.kube.list_secrets(label_selector=_credential_selector(name))
         phash = provider_hash(credential.get("spec") or {})
 
+        verification: dict[str, Any] = {}
         try:
             held, minted = self._token_for(spec, provider, managed, phash, now)
+            if minted and verify_image is not None:
+                verification = self._verify(name, verify_image, held.token, now)
         except ProviderError as error:
             return self._mint_failed(credential, spec, managed, error, now)
         self._failures.pop(name, None)
@@ -193,10 +202,14 @@ class Reconciler:
         ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
                           "Pull secrets are up to date in every selected namespace."
                           if synced.status == "True" else synced.message)
+        verified: list[Condition] = []
+        if verification:  # only when a freshly minted token was checked; otherwise the last result stands
+            verified.append(Condition(VERIFIED, "True", "VerificationSucceeded", verification["message"]))
         self._publish(
             credential,
-            [ready, token_condition, synced, *extra_conditions],
+            [ready, token_condition, synced, *extra_conditions, *verified],
             {
+                **({"verification": verification} if verification else {}),
                 "expirationTime": format_time(held.token.expires_at) if held.token.expires_at else None,
                 "lastRefreshTime": format_time(held.minted_at),
                 "registries": list(held.token.hosts),
@@ -275,6 +288,25 @@ class Reconciler:
         self._held[spec.name] = held
         return held, True
 
+    def _verify(self, name: str, image: ImageRef, token: Token, now: datetime.datetime) -> dict[str, Any]:
+        """Probe spec.verify.image with a fresh token before it may replace the written one."""
+        if not set(image.auth_keys) & set(token.hosts):
+            raise ProviderError(
+                f"spec.verify.image {image} is on {image.registry}, which this credential does not serve "
+                f"({', '.join(token.hosts)}); pick an image from one of those registries.",
+                reason="VerifyImageNotServed", retryable=False,
+            )
+        result = self.prober.probe(image, (token.username, token.password))
+        record = {"image": str(image), "verdict": str(result.verdict), "time": format_time(now),
+                  "message": result.detail}
+        if not result.ok:
+            self._held.pop(name, None)  # never reuse a token that failed its check
+            raise VerificationFailed(
+                f"The new token could not pull {image}: {result.detail} The written Secrets keep the previous "
+                "token.", record,
+            )
+        return record
+
     def _token_from_secrets(
         self, spec: CredentialSpec, managed: Iterable[Mapping[str, Any]], phash: str
     ) -> HeldToken | None:
@@ -319,11 +351,13 @@ class Reconciler:
         kept = f" The {len(managed)} Secret(s) already written are left unchanged." if managed else ""
         message = f"{error}{kept} Retrying in {int(delay.total_seconds())}s."
         logger.warning("Credential %s: getting a token failed (%s): %s", name, error.reason, message)
-        self._publish(
-            credential,
-            [Condition(READY, "False", error.reason, message), Condition(TOKEN_READY, "False", error.reason, message)],
-            {},
-        )
+        conditions = [Condition(READY, "False", error.reason, message),
+                      Condition(TOKEN_READY, "False", error.reason, message)]
+        fields: dict[str, Any] = {}
+        if isinstance(error, VerificationFailed):
+            conditions.append(Condition(VERIFIED, "False", error.reason, message))
+            fields["verification"] = error.record
+        self._publish(credential, conditions, fields)
         return Outcome(wake_at=now + delay, ready=False)
 
     # -- writes -------------------------------------------------------------------------------------
@@ -446,6 +480,26 @@ class Reconciler:
                                      namespace=self.settings.events_namespace, now=now)
             except KubeError as error:  # an Event is a courtesy: never fail a reconciliation for one
                 logger.warning("Could not post Event %s for %s: %s", reason, metadata.get("name"), error.reason)
+
+
+class VerificationFailed(ProviderError):
+    """A freshly minted token could not pull spec.verify.image: it is not written."""
+
+    reason = "VerificationFailed"
+    retryable = True
+
+    def __init__(self, message: str, record: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+def _parse_verify_image(spec: CredentialSpec) -> ImageRef | None:
+    if spec.verify_image is None:
+        return None
+    try:
+        return ImageRef.parse(spec.verify_image)
+    except InvalidImageReference as error:
+        raise SpecError(f"spec.verify.image {spec.verify_image!r} is not an image reference: {error}") from None
 
 
 def _credential_selector(name: str) -> str:

@@ -12,7 +12,8 @@ from regcred import GROUP, PLURAL, VERSION
 from regcred.runtime import Runtime
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+# backoff: after an unexpected error (the API unreachable), start the loop again in 10 s, not kopf's 60 s.
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10, backoff=10)
 async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Reconcile now, then sleep until the token's refresh time, a resync, or a wake-up from an event.
 

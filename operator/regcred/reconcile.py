@@ -290,7 +290,7 @@ class Reconciler:
 
     def _verify(self, name: str, image: ImageRef, token: Token, now: datetime.datetime) -> dict[str, Any]:
         """Probe spec.verify.image with a fresh token before it may replace the written one."""
-        if not set(image.auth_keys) & set(token.hosts):
+        if not image.matching_auth_keys(token.hosts):
             raise ProviderError(
                 f"spec.verify.image {image} is on {image.registry}, which this credential does not serve "
                 f"({', '.join(token.hosts)}); pick an image from one of those registries.",

@@ -382,7 +382,7 @@ def test_defaults_the_api_server_fills_in(schema: dict[str, Any]) -> None:
     minimal = changed({"spec.remediation": DELETE, "spec.refresh": DELETE})
     spec = apply_defaults(minimal, schema)["spec"]
     assert spec["serviceAccounts"] == ["default"]
-    assert spec["remediation"] == {"strategy": "RolloutRestart", "cooldown": "10m"}
+    assert spec["remediation"] == {"strategy": "RolloutRestart", "cooldown": "10m", "dryRun": False}
     assert "refresh" not in spec, "no default: the operator refreshes at about 2/3 of the lifetime"
 
     ghcr = apply_defaults({"app": copy.deepcopy(APP)}, node_at(schema, "spec.provider.ghcr"))

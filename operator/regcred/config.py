@@ -36,6 +36,9 @@ class Settings:
     google_sts_endpoint_url: str | None = None
     # Registries probed over plain HTTP by spec.verify (a self-hosted registry without TLS; tests).
     insecure_registries: frozenset[str] = frozenset()
+    # At most this many remediations (restarts, pod deletions) per minute across all credentials: a bad
+    # rollout of many workloads at once must not turn into a restart storm.
+    remediations_per_minute: int = 10
     # Namespace of the operator's own Events about cluster-scoped credentials (what kubectl shows).
     events_namespace: str = "default"
 
@@ -53,6 +56,7 @@ class Settings:
             sts_endpoint_url=env.get("REGCRED_STS_ENDPOINT_URL") or None,
             events_namespace=env.get("REGCRED_EVENTS_NAMESPACE", defaults.events_namespace),
             github_api_url=env.get("REGCRED_GITHUB_API_URL") or None,
+            remediations_per_minute=int(env.get("REGCRED_REMEDIATIONS_PER_MINUTE", defaults.remediations_per_minute)),
             google_iam_endpoint_url=env.get("REGCRED_GOOGLE_IAM_ENDPOINT_URL") or None,
             google_sts_endpoint_url=env.get("REGCRED_GOOGLE_STS_ENDPOINT_URL") or None,
             insecure_registries=frozenset(h.strip() for h in env.get("REGCRED_INSECURE_REGISTRIES", "").split(",")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import kubernetes
 
-from regcred import GROUP, KIND, PLURAL, VERSION
+from regcred import GROUP, PLURAL, VERSION
 from regcred.providers.base import SourceSecretNotFound
 
 JSON = "application/json"
@@ -169,18 +169,23 @@ class KubeApi:
         )
 
     def post_event(
-        self, credential: Mapping[str, Any], *, type_: str, reason: str, message: str, namespace: str, now: str
+        self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str, namespace: str, now: str
     ) -> None:
-        """An Event about a credential; the message must already be free of secret values."""
-        metadata = credential.get("metadata") or {}
+        """An Event about any object (a credential, a workload); the message must be free of secret values.
+
+        ``namespace`` is where the Event goes: the object's own, or a fixed one for cluster-scoped objects.
+        """
+        metadata = obj.get("metadata") or {}
         name = metadata.get("name", "")
+        involved = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": name,
+                    "uid": metadata.get("uid")}
+        if metadata.get("namespace"):
+            involved["namespace"] = metadata["namespace"]
         body = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": name, "uid": metadata.get("uid"),
-            },
+            "involvedObject": involved,
             "type": type_,
             "reason": reason,
             "message": message[:1024],
@@ -191,6 +196,58 @@ class KubeApi:
             "count": 1,
         }
         self.request("POST", _namespaced("events", namespace), body=body)
+
+    # -- pods and workloads (diagnosis and remediation) ----------------------------------------------
+
+    def list_pending_pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Pods not yet running: a server-side selector, so healthy pods are never transferred."""
+        path = _namespaced("pods", namespace) if namespace else "/api/v1/pods"
+        return self.list_all(path, fieldSelector="status.phase=Pending")
+
+    def read_namespaced(self, api: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Any namespaced object by API group/version and plural; None when it does not exist."""
+        try:
+            result: dict[str, Any] = self.request("GET", _object_path(api, plural, namespace, name))
+        except KubeError as error:
+            if error.not_found:
+                return None
+            raise
+        return result
+
+    def read_namespace(self, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = self.request("GET", f"/api/v1/namespaces/{quote(name)}")
+        except KubeError as error:
+            if error.not_found:
+                return None
+            raise
+        return result
+
+    def patch_namespaced(
+        self, api: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self.request(
+            "PATCH", _object_path(api, plural, namespace, name), body=patch, content_type=MERGE_PATCH
+        )
+        return result
+
+    def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete a pod; with its uid as a precondition, so that a pod recreated under the same name survives."""
+        body = {"preconditions": {"uid": uid}} if uid else None
+        try:
+            self.request("DELETE", _namespaced("pods", namespace, name), body=body)
+        except KubeError as error:
+            if not error.not_found:
+                raise
+
+    def read_credential(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}/{quote(name)}")
+        return result
+
+
+def _object_path(api: str, plural: str, namespace: str, name: str) -> str:
+    prefix = "/api/v1" if api == "v1" else f"/apis/{api}"
+    return f"{prefix}/namespaces/{quote(namespace)}/{plural}/{quote(name)}"
 
 
 def _namespaced(plural: str, namespace: str, name: str | None = None) -> str:

@@ -182,6 +182,7 @@ class CredentialSpec:
     verify_image: str | None = None
     remediation_strategy: str = "RolloutRestart"
     remediation_cooldown: datetime.timedelta = datetime.timedelta(minutes=10)
+    remediation_dry_run: bool = False
 
     @property
     def provider_name(self) -> str:
@@ -230,6 +231,7 @@ def parse_credential(name: str, spec: Mapping[str, Any]) -> CredentialSpec:
         verify_image=(spec.get("verify") or {}).get("image") or None,
         remediation_strategy=strategy,
         remediation_cooldown=parse_duration(remediation.get("cooldown", "10m"), field="spec.remediation.cooldown"),
+        remediation_dry_run=bool(remediation.get("dryRun", False)),
     )
 
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred import CREDENTIAL_LABEL, GROUP, KIND, MANAGED_BY_LABEL, MANAGED_BY_VALUE, VERSION
 from regcred import dockerconfig as dc
 from regcred.clock import Clock
 from regcred.config import Settings
@@ -76,6 +76,21 @@ class HeldToken:
 
 
 @dataclasses.dataclass(frozen=True)
+class Serving:
+    """What a credential currently serves, for diagnosis: where, which hosts, with which Secret revision."""
+
+    credential: Mapping[str, Any] = dataclasses.field(repr=False)
+    spec: CredentialSpec
+    namespaces: frozenset[str]
+    token: Token = dataclasses.field(repr=False)
+    revision: str  # the content hash of the Secret now written
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     wake_at: datetime.datetime
     ready: bool
@@ -129,6 +144,7 @@ class Reconciler:
         # The status this process last wrote, per credential: the operator is its only writer, and the
         # object it is handed may not show the latest write yet (watch lag).
         self._published: dict[str, Mapping[str, Any]] = {}
+        self.serving: dict[str, Serving] = {}  # replaced whole, so readers in other threads see a consistent one
         self._lock = threading.Lock()
         # One reconciliation or cleanup at a time per credential: a cleanup must not race a late write.
         self._credential_locks: dict[str, threading.Lock] = {}
@@ -156,6 +172,7 @@ class Reconciler:
             provider = self.providers(spec.provider, self.settings)
             verify_image = _parse_verify_image(spec)
         except SpecError as error:
+            self.serving.pop(name, None)
             self._publish(credential, [Condition(READY, "False", error.reason, str(error))], {})
             return Outcome(wake_at=now + self.settings.resync_interval, ready=False)
 
@@ -188,6 +205,8 @@ class Reconciler:
         synced_targets = [ns for ns in targets if ns not in failed_names]
         failed.extend(self._attach_service_accounts(spec, synced_targets))
         writes = len(actions)
+        self.serving[name] = Serving(credential, spec, frozenset(synced_targets), held.token,
+                                     dc.content_hash(held.content))
 
         synced = summarise_failures(failed)
         # Stable wording whether minted now or reused, so that a no-change resync writes nothing.
@@ -246,6 +265,7 @@ class Reconciler:
             self._held.pop(name, None)
             self._failures.pop(name, None)
             self._published.pop(name, None)
+            self.serving.pop(name, None)
         logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
 
     # -- tokens ------------------------------------------------------------------------------------
@@ -476,7 +496,8 @@ class Reconciler:
                 events.append(("Warning", now_["reason"], now_["message"]))
         for type_, reason, message in events:
             try:
-                self.kube.post_event(credential, type_=type_, reason=reason, message=message,
+                self.kube.post_event({"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, **credential},
+                                     type_=type_, reason=reason, message=message,
                                      namespace=self.settings.events_namespace, now=now)
             except KubeError as error:  # an Event is a courtesy: never fail a reconciliation for one
                 logger.warning("Could not post Event %s for %s: %s", reason, metadata.get("name"), error.reason)

@@ -9,6 +9,7 @@ from regcred.clock import Clock, SystemClock
 from regcred.config import Settings
 from regcred.kube import KubeApi, load_api_client
 from regcred.reconcile import Reconciler
+from regcred.remediation import Remediator
 
 
 @dataclasses.dataclass
@@ -43,6 +44,10 @@ class Runtime:
     reconciler: Reconciler
     clock: Clock
     wakeups: Wakeups = dataclasses.field(default_factory=Wakeups)
+    remediator: Remediator = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.remediator = Remediator(self.kube, self.reconciler, self.settings, self.clock)
 
     @classmethod
     def create(cls, *, settings: Settings | None = None, clock: Clock | None = None,

@@ -21,6 +21,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Watch only the Secrets this operator wrote, filtered by the API server: kopf's own label filters
     # run in the operator, which would stream every Secret of the cluster into it.
     settings.watching.label_selectors["v1", "secrets"] = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+    # Watch only pods that are not running yet: a pod stuck pulling is Pending, and healthy pods, however
+    # many, never reach the operator.
+    settings.watching.field_selectors["v1", "pods"] = "status.phase=Pending"
     # Re-establish watches every few minutes: a silently dead connection must not go unnoticed for long.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

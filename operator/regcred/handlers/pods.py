@@ -1,0 +1,21 @@
+"""Pods stuck pulling: diagnosed, and repaired when a fresh credential will fix them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from regcred.diagnosis import stuck_containers
+from regcred.runtime import Runtime
+
+
+# The API server sends only Pending pods (lifecycle.configure sets the field selector): the kubelet
+# writes ErrImagePull/ImagePullBackOff into their status within seconds of a failed pull.
+@kopf.on.event("v1", "pods")
+async def pod_stuck_pulling(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if event.get("type") == "DELETED" or not stuck_containers(body):
+        return
+    runtime: Runtime = memo["runtime"]
+    await asyncio.to_thread(runtime.remediator.handle_pod, dict(body))

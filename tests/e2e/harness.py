@@ -118,8 +118,16 @@ class Cluster:
         found = self.core.read_namespaced_service_account(account, namespace)
         return [ref.name for ref in found.image_pull_secrets or []]
 
+    def emulated_request(self, method: str, path: str, body: Any = None) -> Any:
+        """A raw API call (for kinds and subresources the typed client makes verbose), as a dict."""
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        return KubeApi(self.client).request(method, path, body=body, content_type=content_type)
+
+    def pod_names(self, namespace: str) -> set[str]:
+        return {p.metadata.name for p in self.core.list_namespaced_pod(namespace).items}
+
     def events(self, reason: str | None = None) -> list[Any]:
-        items = self.core.list_namespaced_event("default").items
+        items = self.core.list_event_for_all_namespaces().items
         return [e for e in items if reason is None or e.reason == reason]
 
 

@@ -1,4 +1,4 @@
-"""`regcred run` (the operator) and `regcred demo` (the operator against an emulated cluster)."""
+"""`regcred run` (the operator), `regcred doctor` (why pods are stuck pulling) and `regcred demo`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--verbose", action="store_true", help="log more")
     run.add_argument("--debug", action="store_true", help="log everything kopf does (no secret values)")
+    from regcred import doctor
+
+    doctor.add_arguments(commands.add_parser(
+        "doctor", help="explain why pods are stuck pulling images, step by step, with the fix"))
     demo = commands.add_parser("demo", help="run the operator against an emulated cluster with an example credential")
     demo.add_argument("--namespaces", type=int, default=6, help="how many team namespaces to create")
     args = parser.parse_args(argv)
@@ -27,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         kopf.configure(verbose=args.verbose, debug=args.debug)
         kopf.run(clusterwide=True, liveness_endpoint=args.liveness)
         return 0
+    if args.command == "doctor":
+        return doctor.run_from_args(args)
     from regcred.sandbox.demo import run_demo
 
     return run_demo(team_namespaces=args.namespaces)

@@ -29,8 +29,10 @@ from regcred.kube import KubeApi, KubeError
 from regcred.manifests import load_crd
 from regcred.runtime import Runtime
 from regcred.sandbox import EmulatedCluster
+from regcred.workloads import RESTARTED_AT_ANNOTATION
 
 T = TypeVar("T")
+MERGE = "application/merge-patch+json"
 
 EXAMPLE = {
     "apiVersion": f"{GROUP}/{VERSION}",
@@ -105,6 +107,8 @@ def run_demo(team_namespaces: int = 6) -> int:
             wait_for("the restored Secret", lambda: "payments" in secret_namespaces(kube))
             print(f"  restored after {time.monotonic() - started:.2f}s")
 
+            show_remediation(kube)
+
             status = wait_for("an up-to-date status", lambda: fresh_status(kube, len(expected) + 1))
             print("\nkubectl get regcred dockerhub -o yaml  (status):\n")
             print(yaml.safe_dump({"status": status}, sort_keys=False))
@@ -113,6 +117,67 @@ def run_demo(team_namespaces: int = 6) -> int:
                 print("$ kubectl get registrycredentials\n")
                 subprocess.run([kubectl, "get", "registrycredentials"], check=False, timeout=30)  # noqa: S603
     return 0
+
+
+def show_remediation(kube: KubeApi) -> None:
+    """Two pods stuck pulling (the demo plays the kubelet): one on an expired token, one on a wrong tag."""
+    print("\nPods stuck pulling. The Docker Hub token is rotated in its Secret; the operator refreshes every\n"
+          "namespace. Meanwhile the kubelet reports two pods in shop-1 stuck in ErrImagePull:")
+    kube.request("PATCH", "/api/v1/namespaces/regcred-system/secrets/hub-token", content_type=MERGE,
+                 body={"data": {"password": _b64("dckr_pat_demo-rotated")}})
+    create_namespace(kube, "wake-up", {})  # any namespace event wakes the credential up at once
+    wait_for("the refreshed Secret", lambda: _password_is(kube, "shop-1", "dckr_pat_demo-rotated"))
+    stories = {
+        "web": ("acme/web:1.4", 'failed to pull and unpack image "docker.io/acme/web:1.4": failed to resolve '
+                "reference: pulling from host registry-1.docker.io failed with status code [manifests 1.4]: "
+                "401 Unauthorized"),
+        "api": ("acme/api:v2", 'rpc error: code = NotFound desc = failed to pull and unpack image '
+                '"docker.io/acme/api:v2": failed to resolve reference "docker.io/acme/api:v2": '
+                "docker.io/acme/api:v2: not found"),
+    }
+    for name, (image, message) in stories.items():
+        stuck_deployment_pod(kube, "shop-1", name, image, message)
+        print(f"  {name}: {image}  kubelet: {message[:90]}...")
+    wait_for("the remediation", lambda: _restarted(kube, "shop-1", "web"))
+    wait_for("the explanation", lambda: _events(kube, "shop-1", "RestartWouldNotHelp"))
+    print("\nWhat the operator did (Events on the workloads):")
+    for reason in ("Remediated", "RestartWouldNotHelp"):
+        for event in _events(kube, "shop-1", reason):
+            involved = event["involvedObject"]
+            print(f"  {involved['kind']}/{involved['name']}  {reason}: {event['message']}")
+    print(f"  Deployment web restarted: {_restarted(kube, 'shop-1', 'web')}; "
+          f"Deployment api restarted: {bool(_restarted(kube, 'shop-1', 'api'))} (a restart would not help)")
+
+
+def stuck_deployment_pod(kube: KubeApi, namespace: str, name: str, image: str, message: str) -> None:
+    deployment = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body={
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}}})
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"],
+             "controller": True}
+    kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body={
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-7f9c4", "ownerReferences": [owner]},
+        "spec": {"containers": [{"name": "app", "image": image}], "imagePullSecrets": [{"name": "dockerhub-pull"}]}})
+    kube.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}-7f9c4/status", content_type=MERGE, body={
+        "status": {"phase": "Pending", "containerStatuses": [{"name": "app", "image": image, "state": {
+            "waiting": {"reason": "ErrImagePull", "message": message}}}]}})
+
+
+def _restarted(kube: KubeApi, namespace: str, name: str) -> str | None:
+    template = kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")["spec"]["template"]
+    value: str | None = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
+    return value
+
+
+def _events(kube: KubeApi, namespace: str, reason: str) -> list[dict[str, Any]]:
+    return [e for e in kube.list_all(f"/api/v1/namespaces/{namespace}/events") if e.get("reason") == reason]
+
+
+def _password_is(kube: KubeApi, namespace: str, password: str) -> bool:
+    secret = kube.request("GET", f"/api/v1/namespaces/{namespace}/secrets/dockerhub-pull")
+    config = json.loads(base64.b64decode(secret["data"][DATA_KEY]))
+    return any(entry.get("password") == password for entry in config["auths"].values())
 
 
 def create_namespace(kube: KubeApi, name: str, labels: dict[str, str]) -> None:

@@ -20,6 +20,7 @@ from regcred import GROUP, PLURAL, VERSION
 from regcred.providers.base import SourceSecretNotFound
 
 JSON = "application/json"
+USER_AGENT = "regcred-operator"
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -53,7 +54,9 @@ def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 32) -> ku
             raise
         kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.connection_pool_maxsize = pool_size
-    return kubernetes.client.ApiClient(configuration)
+    client = kubernetes.client.ApiClient(configuration)
+    client.user_agent = USER_AGENT  # so that audit logs (and tests) can tell the operator's requests apart
+    return client
 
 
 class KubeApi:

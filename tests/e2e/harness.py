@@ -16,7 +16,7 @@ from regcred import GROUP, PLURAL, VERSION
 from regcred.clock import Clock, SystemClock
 from regcred.config import Settings
 from regcred.embedded import EmbeddedOperator
-from regcred.kube import KubeApi
+from regcred.kube import USER_AGENT, KubeApi
 from regcred.reconcile import Reconciler
 from regcred.runtime import Runtime
 from regcred.sandbox import EmulatedCluster
@@ -142,7 +142,9 @@ class OperatorFactory:
 
     def start(self, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS) -> Runtime:
         clock = clock or SystemClock()
-        kube = KubeApi(self.emulated.api_client())
+        client = self.emulated.api_client()
+        client.user_agent = USER_AGENT  # as `regcred run` sets it: the request log tells operator from test
+        kube = KubeApi(client)
         runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
         self.running = EmbeddedOperator(runtime).start()
         self.runtimes.append(runtime)

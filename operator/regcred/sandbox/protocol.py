@@ -58,6 +58,7 @@ class RequestRecord:
     status: int
     path: str = ''
     params: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the query: selectors, watch, ...
+    user_agent: str = ''  # tells the operator's requests from a test's own
 
 
 @dataclasses.dataclass

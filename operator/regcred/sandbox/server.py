@@ -226,6 +226,7 @@ class ApiServer(kmock.KubernetesEmulator):
             method=request.method, verb=request.verb, group=request.group, version=request.version,
             resource=request.plural, subresource=request.subresource, namespace=request.namespace,
             name=request.name, status=status, path=request.path, params=request.params,
+            user_agent=request.raw.headers.get('User-Agent', ''),
         )
         with self.lock:
             self.records.append(record)

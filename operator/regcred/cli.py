@@ -27,9 +27,11 @@ def main(argv: list[str] | None = None) -> int:
         import kopf
 
         import regcred.handlers  # noqa: F401 - registers the handlers
+        from regcred.config import Settings
 
         kopf.configure(verbose=args.verbose, debug=args.debug)
-        kopf.run(clusterwide=True, liveness_endpoint=args.liveness)
+        namespaces = Settings.from_env().watch_namespaces
+        kopf.run(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness)
         return 0
     if args.command == "doctor":
         return doctor.run_from_args(args)

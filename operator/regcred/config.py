@@ -39,6 +39,21 @@ class Settings:
     # At most this many remediations (restarts, pod deletions) per minute across all credentials: a bad
     # rollout of many workloads at once must not turn into a restart storm.
     remediations_per_minute: int = 10
+    # Serve only these namespaces (empty: the whole cluster). RegistryCredentials and Namespaces are still
+    # read cluster-wide; Secrets, ServiceAccounts and Pods only in these, so the RBAC can be Roles.
+    watch_namespaces: tuple[str, ...] = ()
+    # Diagnosis and remediation of pods stuck pulling; off: no pod watch, no workload is ever touched.
+    remediation_enabled: bool = True
+    # kopf peering: replicas share one peering object and only the highest priority acts. Empty name:
+    # standalone (one replica). Priority: random per process unless set, so identical replicas never tie.
+    peering_name: str = ""
+    peering_priority: int | None = None
+    # How long a replica's peering entry lives without a keep-alive: how soon a standby takes over
+    # from a replica that died without saying goodbye.
+    peering_lifetime_seconds: int = 60
+    # Prometheus metrics on this port (0: off) and address.
+    metrics_port: int = 0
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
     # Namespace of the operator's own Events about cluster-scoped credentials (what kubectl shows).
     events_namespace: str = "default"
 
@@ -56,6 +71,14 @@ class Settings:
             sts_endpoint_url=env.get("REGCRED_STS_ENDPOINT_URL") or None,
             events_namespace=env.get("REGCRED_EVENTS_NAMESPACE", defaults.events_namespace),
             github_api_url=env.get("REGCRED_GITHUB_API_URL") or None,
+            watch_namespaces=tuple(n.strip() for n in env.get("REGCRED_WATCH_NAMESPACES", "").split(",") if n.strip()),
+            remediation_enabled=env.get("REGCRED_REMEDIATION", "true").strip().lower() not in ("false", "0", "no"),
+            # `regcred run` takes part in peering by default; kopf runs standalone when no peering object exists.
+            peering_name=env.get("REGCRED_PEERING_NAME", "regcred-operator"),
+            peering_priority=int(env["REGCRED_PEERING_PRIORITY"]) if env.get("REGCRED_PEERING_PRIORITY") else None,
+            peering_lifetime_seconds=int(env.get("REGCRED_PEERING_LIFETIME_SECONDS", 60)),
+            metrics_port=int(env.get("REGCRED_METRICS_PORT", 9090)),
+            metrics_address=env.get("REGCRED_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
             remediations_per_minute=int(env.get("REGCRED_REMEDIATIONS_PER_MINUTE", defaults.remediations_per_minute)),
             google_iam_endpoint_url=env.get("REGCRED_GOOGLE_IAM_ENDPOINT_URL") or None,
             google_sts_endpoint_url=env.get("REGCRED_GOOGLE_STS_ENDPOINT_URL") or None,

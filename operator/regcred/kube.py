@@ -62,9 +62,14 @@ def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 32) -> ku
 class KubeApi:
     """Typed verbs on the few resources the operator touches. Safe to use from several threads."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, *, page_size: int = 500) -> None:
+    def __init__(
+        self, api_client: kubernetes.client.ApiClient, *, page_size: int = 500, namespaces: tuple[str, ...] = ()
+    ) -> None:
         self.api_client = api_client
         self.page_size = page_size
+        # Served namespaces (empty: all). Namespaced collections are then listed one namespace at a time,
+        # which is what namespace-scoped RBAC (Roles) allows.
+        self.namespaces = namespaces
 
     # -- transport -------------------------------------------------------------------------------
 
@@ -113,8 +118,14 @@ class KubeApi:
     def list_namespaces(self) -> list[dict[str, Any]]:
         return self.list_all("/api/v1/namespaces")
 
+    def list_namespaced_collection(self, plural: str, **query: str) -> list[dict[str, Any]]:
+        """A core collection across the served namespaces: one cluster-wide LIST, or one per namespace."""
+        if not self.namespaces:
+            return self.list_all(f"/api/v1/{plural}", **query)
+        return [item for ns in self.namespaces for item in self.list_all(_namespaced(plural, ns), **query)]
+
     def list_secrets(self, *, label_selector: str) -> list[dict[str, Any]]:
-        return self.list_all("/api/v1/secrets", labelSelector=label_selector)
+        return self.list_namespaced_collection("secrets", labelSelector=label_selector)
 
     def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
         """A Secret's decoded data. This is the SecretReader handed to providers."""
@@ -146,7 +157,7 @@ class KubeApi:
                 raise
 
     def list_service_accounts(self, *, field_selector: str | None = None) -> list[dict[str, Any]]:
-        return self.list_all("/api/v1/serviceaccounts", fieldSelector=field_selector or "")
+        return self.list_namespaced_collection("serviceaccounts", fieldSelector=field_selector or "")
 
     def read_service_account(self, namespace: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", _namespaced("serviceaccounts", namespace, name))
@@ -204,8 +215,9 @@ class KubeApi:
 
     def list_pending_pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Pods not yet running: a server-side selector, so healthy pods are never transferred."""
-        path = _namespaced("pods", namespace) if namespace else "/api/v1/pods"
-        return self.list_all(path, fieldSelector="status.phase=Pending")
+        if namespace:
+            return self.list_all(_namespaced("pods", namespace), fieldSelector="status.phase=Pending")
+        return self.list_namespaced_collection("pods", fieldSelector="status.phase=Pending")
 
     def read_namespaced(self, api: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         """Any namespaced object by API group/version and plural; None when it does not exist."""

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from regcred import CREDENTIAL_LABEL, GROUP, KIND, MANAGED_BY_LABEL, MANAGED_BY_VALUE, VERSION
+from regcred import CREDENTIAL_LABEL, GROUP, KIND, MANAGED_BY_LABEL, MANAGED_BY_VALUE, VERSION, metrics
 from regcred import dockerconfig as dc
 from regcred.clock import Clock
 from regcred.config import Settings
@@ -173,6 +173,7 @@ class Reconciler:
             verify_image = _parse_verify_image(spec)
         except SpecError as error:
             self.serving.pop(name, None)
+            metrics.CREDENTIAL_READY.labels(name).set(0)
             self._publish(credential, [Condition(READY, "False", error.reason, str(error))], {})
             return Outcome(wake_at=now + self.settings.resync_interval, ready=False)
 
@@ -181,6 +182,7 @@ class Reconciler:
             ns["metadata"]["name"]
             for ns in namespaces
             if (ns.get("status") or {}).get("phase") != "Terminating"
+            and (not self.settings.watch_namespaces or ns["metadata"]["name"] in self.settings.watch_namespaces)
             and spec.namespaces.selects(ns["metadata"]["name"], ns["metadata"].get("labels") or {})
         )
         managed = self.kube.list_secrets(label_selector=_credential_selector(name))
@@ -192,15 +194,19 @@ class Reconciler:
             if minted and verify_image is not None:
                 verification = self._verify(name, verify_image, held.token, now)
         except ProviderError as error:
+            metrics.REFRESHES.labels(name, "failure").inc()
+            metrics.CREDENTIAL_READY.labels(name).set(0)
             return self._mint_failed(credential, spec, managed, error, now)
         self._failures.pop(name, None)
+        if minted:
+            metrics.REFRESHES.labels(name, "success").inc()
 
         desired = SecretContent(
             credential=name, secret_name=spec.secret_name, content=held.content, provider_hash=phash,
             minted_at=held.minted_at, expires_at=held.token.expires_at,
         )
         actions = plan_secrets(desired, targets, managed)
-        failed = [f for f in self._pool.map(self._apply, actions) if f is not None]
+        failed = [f for f in self._pool.map(lambda action: self._apply(action, name), actions) if f is not None]
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
         failed.extend(self._attach_service_accounts(spec, synced_targets))
@@ -221,6 +227,12 @@ class Reconciler:
         ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
                           "Pull secrets are up to date in every selected namespace."
                           if synced.status == "True" else synced.message)
+        counts = {
+            "selected": len(targets),
+            "synced": len(targets) - len({f.namespace for f in failed}),
+            "failed": len({f.namespace for f in failed if f.reason != "SecretConflict"}),
+            "conflicts": len({f.namespace for f in failed if f.reason == "SecretConflict"}),
+        }
         verified: list[Condition] = []
         if verification:  # only when a freshly minted token was checked; otherwise the last result stands
             verified.append(Condition(VERIFIED, "True", "VerificationSucceeded", verification["message"]))
@@ -232,16 +244,16 @@ class Reconciler:
                 "expirationTime": format_time(held.token.expires_at) if held.token.expires_at else None,
                 "lastRefreshTime": format_time(held.minted_at),
                 "registries": list(held.token.hosts),
-                "namespaces": {
-                    "selected": len(targets),
-                    "synced": len(targets) - len({f.namespace for f in failed}),
-                    "failed": len({f.namespace for f in failed if f.reason != "SecretConflict"}),
-                    "conflicts": len({f.namespace for f in failed if f.reason == "SecretConflict"}),
-                },
+                "namespaces": counts,
                 "failedNamespaces": [f.as_status() for f in failed[:MAX_FAILED_NAMESPACES]],
             },
             minted_event=_minted_event(held.token) if minted else None,
         )
+        metrics.CREDENTIAL_READY.labels(name).set(1 if synced.status == "True" else 0)
+        if held.token.expires_at is not None:
+            metrics.TOKEN_EXPIRY.labels(name).set(held.token.expires_at.timestamp())
+        for state, count in counts.items():
+            metrics.NAMESPACES.labels(name, state).set(count)
         wake_at = now + self.settings.resync_interval
         if held.refresh_at is not None:
             wake_at = min(wake_at, max(held.refresh_at, now + _MIN_REFRESH_INTERVAL))
@@ -257,7 +269,7 @@ class Reconciler:
     def _cleanup(self, name: str) -> None:
         managed = self.kube.list_secrets(label_selector=_credential_selector(name))
         actions = [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in managed]
-        list(self._pool.map(self._apply, actions))
+        list(self._pool.map(lambda action: self._apply(action, name), actions))
         for account in self.kube.list_service_accounts():
             if name in attached_by(account):
                 self._update_service_account(account, name, None)
@@ -266,6 +278,7 @@ class Reconciler:
             self._failures.pop(name, None)
             self._published.pop(name, None)
             self.serving.pop(name, None)
+        metrics.forget(name)
         logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
 
     # -- tokens ------------------------------------------------------------------------------------
@@ -382,7 +395,7 @@ class Reconciler:
 
     # -- writes -------------------------------------------------------------------------------------
 
-    def _apply(self, action: SecretAction) -> FailedNamespace | None:
+    def _apply(self, action: SecretAction, credential: str) -> FailedNamespace | None:
         where = f"{action.namespace}/{action.name}"
         try:
             if action.verb == "create":
@@ -394,6 +407,7 @@ class Reconciler:
                 self.kube.create_secret(action.namespace, action.body or {})
             else:
                 self.kube.delete_secret(action.namespace, action.name)
+            metrics.SECRETS_WRITTEN.labels(credential, action.verb).inc()
         except KubeError as error:
             if action.verb in ("create", "recreate") and error.status == 409:
                 return FailedNamespace(

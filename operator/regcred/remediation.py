@@ -16,7 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from regcred import GROUP, KIND, VERSION
+from regcred import GROUP, KIND, VERSION, metrics
 from regcred.clock import Clock
 from regcred.config import Settings
 from regcred.diagnosis import Action, Decision, decide, stuck_containers
@@ -201,6 +201,8 @@ class Remediator:
                    target.namespace)
         self._post(_as_credential(serving), "Normal", "Remediated" if action != "DryRun" else "RemediationDryRun",
                    message, self.settings.events_namespace)
+        if action != "DryRun":
+            metrics.REMEDIATIONS.labels(serving.name, action, str(decision.cause)).inc()
         entry = {"time": now, "namespace": target.namespace, "kind": target.kind, "name": target.name,
                  "action": action, "reason": str(decision.cause)}
         try:
@@ -218,6 +220,7 @@ class Remediator:
     def _count_and_explain(self, target: Target, serving: Serving, decision: Decision, message: str, *,
                            event_reason: str) -> None:
         self._post(target.body, "Warning", event_reason, message, target.namespace)
+        metrics.PULL_FAILURES.labels(serving.name, str(decision.cause)).inc()
         try:
             current = self.kube.read_credential(serving.name).get("status") or {}
             counts = dict(current.get("pullFailures") or {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+from regcred import metrics
 from regcred.clock import Clock, SystemClock
 from regcred.config import Settings
 from regcred.kube import KubeApi, load_api_client
@@ -45,6 +46,7 @@ class Runtime:
     clock: Clock
     wakeups: Wakeups = dataclasses.field(default_factory=Wakeups)
     remediator: Remediator = dataclasses.field(init=False)
+    _metrics_server: object | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.remediator = Remediator(self.kube, self.reconciler, self.settings, self.clock)
@@ -54,9 +56,17 @@ class Runtime:
                kubeconfig: str | None = None) -> Runtime:
         settings = settings or Settings.from_env()
         clock = clock or SystemClock()
-        kube = KubeApi(load_api_client(kubeconfig, pool_size=settings.write_concurrency + 4))
+        kube = KubeApi(load_api_client(kubeconfig, pool_size=settings.write_concurrency + 4),
+                       namespaces=settings.watch_namespaces)
         return cls(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
 
+    def start_metrics(self) -> None:
+        if self.settings.metrics_port and self._metrics_server is None:
+            self._metrics_server = metrics.serve(self.settings.metrics_port, self.settings.metrics_address)
+
     def close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()  # type: ignore[attr-defined]
+            self._metrics_server = None
         self.reconciler.close()
         self.kube.api_client.close()  # type: ignore[no-untyped-call]

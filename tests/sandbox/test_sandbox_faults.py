@@ -99,7 +99,8 @@ def test_requests_are_recorded_with_kubernetes_verbs(cluster: EmulatedCluster, c
     ]
     assert cluster.requests[0] == RequestRecord(
         method="POST", verb="create", group="", version="v1", resource="secrets", subresource=None,
-        namespace="default", name=None, status=201, path="/api/v1/namespaces/default/secrets")
+        namespace="default", name=None, status=201, path="/api/v1/namespaces/default/secrets",
+        user_agent="OpenAPI-Generator/37.0.1/python")
     cluster.reset_requests()
     assert cluster.requests == []
 

@@ -26,7 +26,7 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
             wake.clear()
             snapshot = copy.deepcopy(dict(body))
             outcome = await asyncio.to_thread(runtime.reconciler.reconcile, snapshot)
-            if outcome.writes:  # pods stuck before the new Secrets may be fixable now
+            if outcome.writes and runtime.settings.remediation_enabled:  # stuck pods may be fixable now
                 await asyncio.to_thread(runtime.remediator.sweep)
             await runtime.clock.sleep_until(outcome.wake_at, wake)
             # Let a burst of events (a namespace created with its ServiceAccount) settle into one run.

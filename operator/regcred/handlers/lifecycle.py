@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import kopf
@@ -27,11 +28,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Re-establish watches every few minutes: a silently dead connection must not go unnoticed for long.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    # One replica acts at a time once peering is set up by the chart; until then run standalone.
-    settings.peering.standalone = True
     # Tests and the demo hand in a prepared Runtime (emulated cluster, manual clock) through the memo.
     if "runtime" not in memo:
         memo["runtime"] = Runtime.create()
+    runtime: Runtime = memo["runtime"]
+    # Only one replica acts: the one with the highest priority in the shared peering object. Identical
+    # replicas get random priorities so that they never tie (a tie pauses them all).
+    peering = runtime.settings
+    settings.peering.standalone = not peering.peering_name
+    settings.peering.name = peering.peering_name or "default"
+    settings.peering.priority = (peering.peering_priority if peering.peering_priority is not None
+                                 else secrets.randbelow(2**31 - 1) + 1)
+    settings.peering.lifetime = peering.peering_lifetime_seconds
+    runtime.start_metrics()
 
 
 @kopf.on.login()

@@ -1,0 +1,45 @@
+"""Prometheus metrics, with the de-facto client library. Names follow Prometheus conventions.
+
+`deploy/alerts/regcred-operator-rules.yaml` alerts on these; keep the names in step with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import prometheus_client as prom
+
+CREDENTIAL_READY = prom.Gauge(
+    "regcred_credential_ready", "1 when the credential's Ready condition is True, else 0.", ["credential"])
+TOKEN_EXPIRY = prom.Gauge(
+    "regcred_token_expiry_timestamp_seconds", "When the written token expires (Unix time); absent without expiry.",
+    ["credential"])
+REFRESHES = prom.Counter(
+    "regcred_refresh_total", "Attempts to mint (or read) a credential's token, by result.", ["credential", "result"])
+SECRETS_WRITTEN = prom.Counter(
+    "regcred_secrets_written_total", "Pull Secrets created, patched or deleted.", ["credential", "verb"])
+NAMESPACES = prom.Gauge(
+    "regcred_namespaces", "Namespaces of a credential by state (selected, synced, failed, conflicts).",
+    ["credential", "state"])
+REMEDIATIONS = prom.Counter(
+    "regcred_remediations_total", "Workloads restarted or pods deleted, by action and diagnosed cause.",
+    ["credential", "action", "cause"])
+PULL_FAILURES = prom.Counter(
+    "regcred_pull_failures_total", "Pods stuck pulling from a credential's registries, by diagnosed cause.",
+    ["credential", "cause"])
+
+
+def forget(credential: str) -> None:
+    """Drop a deleted credential's gauges, so that no alert fires for what no longer exists."""
+    for gauge in (CREDENTIAL_READY, TOKEN_EXPIRY):
+        with contextlib.suppress(KeyError):
+            gauge.remove(credential)
+    for state in ("selected", "synced", "failed", "conflicts"):
+        with contextlib.suppress(KeyError):
+            NAMESPACES.remove(credential, state)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> object:  # noqa: S104 - scraped from other pods
+    """Serve /metrics in a background thread; returns what stops it (`.shutdown()`)."""
+    server, _thread = prom.start_http_server(port, addr=address)
+    return server

@@ -1,0 +1,27 @@
+# regcred-operator: two stages on a slim Python base; only the virtual environment reaches the final image.
+# Installs exactly what the tests install: the runtime pins of the same lock resolution
+# (requirements-runtime.lock, checked against requirements.lock by tests/deploy/test_image.py) and
+# the package itself without dependencies; starts the same `regcred run` the tests start.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+COPY requirements-runtime.lock /src/requirements-runtime.lock
+RUN /opt/venv/bin/pip install --require-virtualenv -r /src/requirements-runtime.lock
+COPY pyproject.toml README.md /src/
+COPY crds /src/crds
+COPY operator /src/operator
+RUN /opt/venv/bin/pip install --require-virtualenv --no-deps /src
+
+FROM python:3.11-slim
+# A fixed non-root UID/GID, the one the Helm chart's securityContext names.
+RUN groupadd --system --gid 10001 regcred \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin regcred
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+# 8080: kopf's liveness endpoint (/healthz); 9090: Prometheus metrics (/metrics).
+EXPOSE 8080 9090
+ENTRYPOINT ["regcred", "run", "--liveness", "http://0.0.0.0:8080/healthz"]

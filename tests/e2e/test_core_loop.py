@@ -230,3 +230,22 @@ def test_a_resync_with_nothing_changed_writes_nothing(shop: Cluster, operator: O
     writes = [(r.verb, r.resource, r.namespace, r.name) for r in shop.emulated.requests
               if r.verb in ("create", "update", "patch", "delete")]
     assert writes == [("create", "namespaces", None, None)]  # the test's own
+
+
+def test_gitops_tools_see_their_spec_untouched(shop: Cluster, operator: OperatorFactory) -> None:
+    """Argo CD / Flux compare the spec they applied: the operator writes only status and its own metadata."""
+    operator.start()
+    spec = static_spec()
+    shop.apply_credential(CREDENTIAL, spec)
+    eventually(lambda: _assert_equal(shop.condition(CREDENTIAL)["status"], "True"))
+    shop.namespace("shop-new", {"team": "shop"})
+    shop.core.delete_namespaced_secret("hub-pull", "shop-a")
+    eventually(lambda: _assert_in("shop-a", shop.secrets(SELECTOR)))
+
+    credential = shop.credential(CREDENTIAL)
+    assert credential["metadata"]["generation"] == 1  # the API server bumps it on any spec write
+    assert credential["spec"] == {**spec, "serviceAccounts": ["default"]}
+    assert not credential["metadata"].get("labels")
+    owned = {key for key in credential["metadata"].get("annotations", {})}
+    assert all(key.startswith("regcred.dev/") for key in owned)
+    assert credential["metadata"]["finalizers"] == ["regcred.dev/cleanup"]

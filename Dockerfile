@@ -1,6 +1,6 @@
 # regcred-operator: two stages on a slim Python base; only the virtual environment reaches the final image.
 # Installs exactly what the tests install: the runtime pins of the same lock resolution
-# (requirements-runtime.lock, checked against requirements.lock by tests/deploy/test_image.py) and
+# (requirements-runtime.lock, checked against requirements.lock by tests/test_image.py) and
 # the package itself without dependencies; starts the same `regcred run` the tests start.
 
 FROM python:3.11-slim AS build

@@ -255,6 +255,21 @@ class KubeApi:
             if not error.not_found:
                 raise
 
+    def ensure_peering(self, name: str) -> bool:
+        """Create kopf's peering object(s) if missing; False when the peering CRD is not installed."""
+        body = {"apiVersion": "kopf.dev/v1", "metadata": {"name": name}}
+        paths = ([(f"/apis/kopf.dev/v1/namespaces/{quote(ns)}/kopfpeerings", "KopfPeering") for ns in self.namespaces]
+                 or [("/apis/kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering")])
+        for path, kind in paths:
+            try:
+                self.request("POST", path, body={**body, "kind": kind})
+            except KubeError as error:
+                if error.not_found:
+                    return False
+                if not error.conflict:
+                    raise
+        return True
+
     def read_credential(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}/{quote(name)}")
         return result

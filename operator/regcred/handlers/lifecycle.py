@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import secrets
 from typing import Any
 
@@ -9,6 +11,8 @@ import kopf
 
 from regcred import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from regcred.runtime import Runtime
+
+logger = logging.getLogger("regcred")
 
 
 @kopf.on.startup()
@@ -35,6 +39,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Only one replica acts: the one with the highest priority in the shared peering object. Identical
     # replicas get random priorities so that they never tie (a tie pauses them all).
     peering = runtime.settings
+    if peering.peering_name and not runtime.kube.ensure_peering(peering.peering_name):
+        logger.warning("kopf's peering CRDs are not installed (crds/kopf-peering.yaml): running standalone; "
+                       "run only one replica.")
+        peering = dataclasses.replace(peering, peering_name="")
     settings.peering.standalone = not peering.peering_name
     settings.peering.name = peering.peering_name or "default"
     settings.peering.priority = (peering.peering_priority if peering.peering_priority is not None

@@ -7,9 +7,6 @@ probe fails, the Secrets already written stay byte for byte as they were.
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,23 +18,12 @@ from tests.registry.harness import (
     TAG,
     USERNAME,
     Registry,
-    make_signing_key,
-    registry_installed,
-    running_registry,
+    needs_registry,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not registry_installed() and not os.environ.get("CI"),
-                       reason="run `bash scripts/install-registry.sh`"),
-]
+pytestmark = [pytest.mark.e2e, needs_registry]
 SELECTOR = "regcred.dev/credential=private"
 
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    with running_registry("htpasswd", tmp_path, make_signing_key()) as reg:
-        yield reg
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
 import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,6 +56,13 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 def registry_installed() -> bool:
     return bool(shutil.which("htpasswd")) and os.access(REGISTRY_BIN, os.X_OK)
+
+
+# For test modules that start a registry: skipped on a machine without one, but in CI a missing registry
+# is a failure (scripts/test.sh installs it).
+needs_registry = pytest.mark.skipif(
+    not registry_installed() and not os.environ.get("CI"), reason="run `bash scripts/install-registry.sh`"
+)
 
 
 def free_port() -> int:

@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.e2e, needs_registry]
 NS = "shop"
 
 
-
 @pytest.fixture
 def shop(cluster: Cluster, registry: Registry) -> Cluster:
     cluster.namespace("regcred-system")

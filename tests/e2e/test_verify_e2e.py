@@ -25,7 +25,6 @@ pytestmark = [pytest.mark.e2e, needs_registry]
 SELECTOR = "regcred.dev/credential=private"
 
 
-
 @pytest.fixture
 def private(cluster: Cluster, registry: Registry) -> Cluster:
     cluster.namespace("regcred-system")

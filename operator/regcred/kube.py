@@ -219,24 +219,22 @@ class KubeApi:
             return self.list_all(_namespaced("pods", namespace), fieldSelector="status.phase=Pending")
         return self.list_namespaced_collection("pods", fieldSelector="status.phase=Pending")
 
-    def read_namespaced(self, api: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """Any namespaced object by API group/version and plural; None when it does not exist."""
+    def get_or_none(self, path: str) -> dict[str, Any] | None:
+        """An object by its API path; None when it does not exist."""
         try:
-            result: dict[str, Any] = self.request("GET", _object_path(api, plural, namespace, name))
+            result: dict[str, Any] = self.request("GET", path)
         except KubeError as error:
             if error.not_found:
                 return None
             raise
         return result
 
+    def read_namespaced(self, api: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Any namespaced object by API group/version and plural; None when it does not exist."""
+        return self.get_or_none(_object_path(api, plural, namespace, name))
+
     def read_namespace(self, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = self.request("GET", f"/api/v1/namespaces/{quote(name)}")
-        except KubeError as error:
-            if error.not_found:
-                return None
-            raise
-        return result
+        return self.get_or_none(f"/api/v1/namespaces/{quote(name)}")
 
     def patch_namespaced(
         self, api: str, plural: str, namespace: str, name: str, patch: Mapping[str, Any]

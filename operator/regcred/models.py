@@ -235,11 +235,16 @@ def parse_credential(name: str, spec: Mapping[str, Any]) -> CredentialSpec:
     )
 
 
-def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
+def provider_key(raw: Mapping[str, Any]) -> str | None:
+    """Which of static, ecr, ghcr or gar a `spec.provider` block sets; None unless exactly one."""
     chosen = [key for key in ("static", "ecr", "ghcr", "gar") if raw.get(key) is not None]
-    if len(chosen) != 1:
+    return chosen[0] if len(chosen) == 1 else None
+
+
+def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
+    kind = provider_key(raw)
+    if kind is None:
         raise SpecError("spec.provider must set exactly one of static, ecr, ghcr or gar.")
-    kind = chosen[0]
     block: Mapping[str, Any] = raw[kind]
     where = f"spec.provider.{kind}"
     if kind == "static":

@@ -37,7 +37,7 @@ from regcred.fanout import (
 )
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
-from regcred.models import CredentialSpec, SpecError, parse_credential
+from regcred.models import CredentialSpec, SpecError, parse_credential, provider_key
 from regcred.probe import Prober
 from regcred.providers import Provider, ProviderError, Token, provider_for
 from regcred.providers.base import SourceSecretNotFound
@@ -482,7 +482,7 @@ class Reconciler:
                                            generation=generation),
             **fields,
         }
-        provider = _provider_key(credential)
+        provider = provider_key((credential.get("spec") or {}).get("provider") or {})
         if provider:
             status["provider"] = provider
         if SECRETS_SYNCED not in {c.type for c in conditions}:  # nothing was synced: keep the last counts
@@ -510,7 +510,7 @@ class Reconciler:
                 events.append(("Warning", now_["reason"], now_["message"]))
         for type_, reason, message in events:
             try:
-                self.kube.post_event({"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, **credential},
+                self.kube.post_event(as_event_object(credential),
                                      type_=type_, reason=reason, message=message,
                                      namespace=self.settings.events_namespace, now=now)
             except KubeError as error:  # an Event is a courtesy: never fail a reconciliation for one
@@ -541,10 +541,9 @@ def _credential_selector(name: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{CREDENTIAL_LABEL}={name}"
 
 
-def _provider_key(credential: Mapping[str, Any]) -> str | None:
-    provider = (credential.get("spec") or {}).get("provider") or {}
-    keys = [k for k in ("static", "ecr", "ghcr", "gar") if provider.get(k) is not None]
-    return keys[0] if len(keys) == 1 else None
+def as_event_object(credential: Mapping[str, Any]) -> dict[str, Any]:
+    """The credential as an Event's involvedObject needs it (a watched body may lack apiVersion and kind)."""
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, **credential}
 
 
 def _failure_reason(error: KubeError) -> str:

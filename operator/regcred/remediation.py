@@ -13,10 +13,10 @@ import dataclasses
 import datetime
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from regcred import GROUP, KIND, VERSION, metrics
+from regcred import metrics
 from regcred.clock import Clock
 from regcred.config import Settings
 from regcred.diagnosis import Action, Decision, decide, stuck_containers
@@ -24,7 +24,7 @@ from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time
 from regcred.imageref import ImageRef
 from regcred.kube import KubeApi, KubeError
 from regcred.probe import Prober, ProbeResult
-from regcred.reconcile import Reconciler, Serving
+from regcred.reconcile import Reconciler, Serving, as_event_object
 from regcred.workloads import (
     KINDS,
     already_done,
@@ -197,20 +197,15 @@ class Remediator:
         now = format_time(self.clock.now())
         self.actions.append(f"{action} {target.kind} {target.namespace}/{target.name}")
         logger.info("%s", message)
-        self._post(target.body, "Normal", "Remediated" if action != "DryRun" else "RemediationDryRun", message,
-                   target.namespace)
-        self._post(_as_credential(serving), "Normal", "Remediated" if action != "DryRun" else "RemediationDryRun",
-                   message, self.settings.events_namespace)
+        reason = "Remediated" if action != "DryRun" else "RemediationDryRun"
+        self._post(target.body, "Normal", reason, message, target.namespace)
+        self._post(as_event_object(serving.credential), "Normal", reason, message, self.settings.events_namespace)
         if action != "DryRun":
             metrics.REMEDIATIONS.labels(serving.name, action, str(decision.cause)).inc()
         entry = {"time": now, "namespace": target.namespace, "kind": target.kind, "name": target.name,
                  "action": action, "reason": str(decision.cause)}
-        try:
-            current = self.kube.read_credential(serving.name).get("status") or {}
-            recent = [entry, *(current.get("remediations") or [])][:MAX_REMEDIATIONS_IN_STATUS]
-            self.kube.patch_credential_status(serving.name, {"remediations": recent})
-        except KubeError as error:
-            logger.warning("Could not record a remediation in %s's status: %s", serving.name, error.reason)
+        self._update_status(serving.name, lambda status: {
+            "remediations": [entry, *(status.get("remediations") or [])][:MAX_REMEDIATIONS_IN_STATUS]})
 
     def _explain(self, target: Target, serving: Serving, decision: Decision, *, reason: str | None = None,
                  message: str | None = None) -> None:
@@ -221,13 +216,18 @@ class Remediator:
                            event_reason: str) -> None:
         self._post(target.body, "Warning", event_reason, message, target.namespace)
         metrics.PULL_FAILURES.labels(serving.name, str(decision.cause)).inc()
+        cause = str(decision.cause)
+        self._update_status(serving.name, lambda status: {"pullFailures": {
+            **(status.get("pullFailures") or {}), cause: int((status.get("pullFailures") or {}).get(cause, 0)) + 1}})
+
+    def _update_status(self, credential: str, change: Callable[[Mapping[str, Any]], dict[str, Any]]) -> None:
+        """Read the credential's status, and patch in what `change` makes of it (a status field is a courtesy:
+        failing to write it never stops a remediation)."""
         try:
-            current = self.kube.read_credential(serving.name).get("status") or {}
-            counts = dict(current.get("pullFailures") or {})
-            counts[str(decision.cause)] = int(counts.get(str(decision.cause), 0)) + 1
-            self.kube.patch_credential_status(serving.name, {"pullFailures": counts})
+            current = self.kube.read_credential(credential).get("status") or {}
+            self.kube.patch_credential_status(credential, change(current))
         except KubeError as error:
-            logger.warning("Could not count a pull failure in %s's status: %s", serving.name, error.reason)
+            logger.warning("Could not update %s's status: %s", credential, error.reason)
 
     def _post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str, namespace: str) -> None:
         try:
@@ -240,6 +240,3 @@ class Remediator:
 def _verb(action: str) -> str:
     return "restart" if action == "RolloutRestart" else "delete the stuck pods of"
 
-
-def _as_credential(serving: Serving) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, **serving.credential}

@@ -22,10 +22,9 @@ from regcred.kube import KubeApi
 from regcred.manifests import load_crd
 from regcred.runtime import Runtime
 from regcred.sandbox import EmulatedCluster
-from regcred.workloads import RESTARTED_AT_ANNOTATION
+from regcred.sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
 
 HOST = "registry.example.com"
-MERGE = "application/merge-patch+json"
 
 
 def main() -> None:
@@ -59,25 +58,12 @@ def main() -> None:
 
 def one_round(kube: KubeApi, index: int) -> float:
     name, image = f"web-{index}", f"{HOST}/app:v1"
-    deployment = kube.request("POST", "/apis/apps/v1/namespaces/shop/deployments", body={
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
-            "metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}}})
-    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"],
-             "controller": True}
-    kube.request("POST", "/api/v1/namespaces/shop/pods", body={
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-0", "ownerReferences": [owner]},
-        "spec": {"containers": [{"name": "app", "image": image}], "imagePullSecrets": [{"name": "pull"}]}})
+    pod = deployment_with_pod(kube, "shop", name, image, "pull")
     started = time.perf_counter()
-    kube.request("PATCH", f"/api/v1/namespaces/shop/pods/{name}-0/status", content_type=MERGE, body={"status": {
-        "phase": "Pending", "containerStatuses": [{"name": "app", "image": image, "state": {"waiting": {
-            "reason": "ErrImagePull",
-            "message": f'failed to pull and unpack image "{image}": 401 Unauthorized'}}}]}})
-    while True:
-        template = kube.request("GET", f"/apis/apps/v1/namespaces/shop/deployments/{name}")["spec"]["template"]
-        if RESTARTED_AT_ANNOTATION in (template.get("metadata", {}).get("annotations") or {}):
-            return time.perf_counter() - started
+    report_pull_failure(kube, "shop", pod, image, f'failed to pull and unpack image "{image}": 401 Unauthorized')
+    while not restarted_at(kube, "shop", name):
         time.sleep(0.005)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

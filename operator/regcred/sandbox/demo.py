@@ -25,14 +25,13 @@ from regcred import GROUP, PLURAL, VERSION
 from regcred.config import Settings
 from regcred.dockerconfig import DATA_KEY
 from regcred.embedded import EmbeddedOperator
-from regcred.kube import KubeApi, KubeError
+from regcred.kube import MERGE_PATCH, KubeApi, KubeError
 from regcred.manifests import load_crd
 from regcred.runtime import Runtime
 from regcred.sandbox import EmulatedCluster
-from regcred.workloads import RESTARTED_AT_ANNOTATION
+from regcred.sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
 
 T = TypeVar("T")
-MERGE = "application/merge-patch+json"
 
 EXAMPLE = {
     "apiVersion": f"{GROUP}/{VERSION}",
@@ -123,7 +122,7 @@ def show_remediation(kube: KubeApi) -> None:
     """Two pods stuck pulling (the demo plays the kubelet): one on an expired token, one on a wrong tag."""
     print("\nPods stuck pulling. The Docker Hub token is rotated in its Secret; the operator refreshes every\n"
           "namespace. Meanwhile the kubelet reports two pods in shop-1 stuck in ErrImagePull:")
-    kube.request("PATCH", "/api/v1/namespaces/regcred-system/secrets/hub-token", content_type=MERGE,
+    kube.request("PATCH", "/api/v1/namespaces/regcred-system/secrets/hub-token", content_type=MERGE_PATCH,
                  body={"data": {"password": _b64("dckr_pat_demo-rotated")}})
     create_namespace(kube, "wake-up", {})  # any namespace event wakes the credential up at once
     wait_for("the refreshed Secret", lambda: _password_is(kube, "shop-1", "dckr_pat_demo-rotated"))
@@ -136,38 +135,18 @@ def show_remediation(kube: KubeApi) -> None:
                 "docker.io/acme/api:v2: not found"),
     }
     for name, (image, message) in stories.items():
-        stuck_deployment_pod(kube, "shop-1", name, image, message)
+        pod = deployment_with_pod(kube, "shop-1", name, image, "dockerhub-pull")
+        report_pull_failure(kube, "shop-1", pod, image, message)
         print(f"  {name}: {image}  kubelet: {message[:90]}...")
-    wait_for("the remediation", lambda: _restarted(kube, "shop-1", "web"))
+    wait_for("the remediation", lambda: restarted_at(kube, "shop-1", "web"))
     wait_for("the explanation", lambda: _events(kube, "shop-1", "RestartWouldNotHelp"))
     print("\nWhat the operator did (Events on the workloads):")
     for reason in ("Remediated", "RestartWouldNotHelp"):
         for event in _events(kube, "shop-1", reason):
             involved = event["involvedObject"]
             print(f"  {involved['kind']}/{involved['name']}  {reason}: {event['message']}")
-    print(f"  Deployment web restarted: {_restarted(kube, 'shop-1', 'web')}; "
-          f"Deployment api restarted: {bool(_restarted(kube, 'shop-1', 'api'))} (a restart would not help)")
-
-
-def stuck_deployment_pod(kube: KubeApi, namespace: str, name: str, image: str, message: str) -> None:
-    deployment = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body={
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
-            "metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}}})
-    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": name, "uid": deployment["metadata"]["uid"],
-             "controller": True}
-    kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body={
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"{name}-7f9c4", "ownerReferences": [owner]},
-        "spec": {"containers": [{"name": "app", "image": image}], "imagePullSecrets": [{"name": "dockerhub-pull"}]}})
-    kube.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{name}-7f9c4/status", content_type=MERGE, body={
-        "status": {"phase": "Pending", "containerStatuses": [{"name": "app", "image": image, "state": {
-            "waiting": {"reason": "ErrImagePull", "message": message}}}]}})
-
-
-def _restarted(kube: KubeApi, namespace: str, name: str) -> str | None:
-    template = kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")["spec"]["template"]
-    value: str | None = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
-    return value
+    print(f"  Deployment web restarted: {restarted_at(kube, 'shop-1', 'web')}; "
+          f"Deployment api restarted: {bool(restarted_at(kube, 'shop-1', 'api'))} (a restart would not help)")
 
 
 def _events(kube: KubeApi, namespace: str, reason: str) -> list[dict[str, Any]]:

@@ -156,8 +156,8 @@ class KubeApi:
             if not error.not_found:
                 raise
 
-    def list_service_accounts(self, *, field_selector: str | None = None) -> list[dict[str, Any]]:
-        return self.list_namespaced_collection("serviceaccounts", fieldSelector=field_selector or "")
+    def list_service_accounts(self) -> list[dict[str, Any]]:
+        return self.list_namespaced_collection("serviceaccounts")
 
     def read_service_account(self, namespace: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", _namespaced("serviceaccounts", namespace, name))
@@ -172,9 +172,6 @@ class KubeApi:
         return result
 
     # -- the RegistryCredential itself ---------------------------------------------------------------
-
-    def list_credentials(self) -> list[dict[str, Any]]:
-        return self.list_all(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
 
     def patch_credential_status(self, name: str, status: Mapping[str, Any]) -> None:
         self.request(

@@ -40,7 +40,6 @@ from regcred.kube import KubeApi, KubeError
 from regcred.models import CredentialSpec, SpecError, parse_credential, provider_key
 from regcred.probe import Prober
 from regcred.providers import Provider, ProviderError, Token, provider_for
-from regcred.providers.base import SourceSecretNotFound
 from regcred.status import (
     MAX_FAILED_NAMESPACES,
     READY,
@@ -92,9 +91,9 @@ class Serving:
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
+    """When to reconcile again, and how many Secret writes this reconciliation made."""
+
     wake_at: datetime.datetime
-    ready: bool
-    minted: bool = False
     writes: int = 0
 
 
@@ -175,7 +174,7 @@ class Reconciler:
             self.serving.pop(name, None)
             metrics.CREDENTIAL_READY.labels(name).set(0)
             self._publish(credential, [Condition(READY, "False", error.reason, str(error))], {})
-            return Outcome(wake_at=now + self.settings.resync_interval, ready=False)
+            return Outcome(wake_at=now + self.settings.resync_interval)
 
         namespaces = self.kube.list_namespaces()
         targets = sorted(
@@ -257,7 +256,7 @@ class Reconciler:
         wake_at = now + self.settings.resync_interval
         if held.refresh_at is not None:
             wake_at = min(wake_at, max(held.refresh_at, now + _MIN_REFRESH_INTERVAL))
-        return Outcome(wake_at=wake_at, ready=synced.status == "True", minted=minted, writes=writes)
+        return Outcome(wake_at=wake_at, writes=writes)
 
     def cleanup(self, name: str) -> None:
         """Remove everything a credential wrote: its Secrets and its ServiceAccount entries."""
@@ -391,7 +390,7 @@ class Reconciler:
             conditions.append(Condition(VERIFIED, "False", error.reason, message))
             fields["verification"] = error.record
         self._publish(credential, conditions, fields)
-        return Outcome(wake_at=now + delay, ready=False)
+        return Outcome(wake_at=now + delay)
 
     # -- writes -------------------------------------------------------------------------------------
 
@@ -562,4 +561,4 @@ def _minted_event(token: Token) -> tuple[str, str]:
     return "TokenRefreshed", f"Minted a token for {', '.join(token.hosts)}{until}."
 
 
-__all__ = ["HeldToken", "Outcome", "Reconciler", "SourceSecretNotFound", "refresh_time"]
+__all__ = ["HeldToken", "Outcome", "Reconciler", "Serving", "as_event_object", "refresh_time"]

@@ -40,6 +40,14 @@ def stuck_containers(pod: Mapping[str, Any]) -> list[StuckContainer]:
     return found
 
 
+def served(image: str, hosts: Sequence[str]) -> bool:
+    """Whether a pull secret with `auths` for these hosts applies to this image (as the kubelet matches)."""
+    try:
+        return bool(ImageRef.parse(image).matching_auth_keys(hosts))
+    except InvalidImageReference:
+        return False
+
+
 class Action(enum.StrEnum):
     REMEDIATE = "remediate"  # a restart with the fresh credential will fix it
     EXPLAIN = "explain"  # our registry, but a restart would not help: say why on the workload

@@ -19,7 +19,7 @@ from typing import Any
 from regcred import metrics
 from regcred.clock import Clock
 from regcred.config import Settings
-from regcred.diagnosis import Action, Decision, decide, stuck_containers
+from regcred.diagnosis import Action, Decision, decide, served, stuck_containers
 from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time
 from regcred.imageref import ImageRef
 from regcred.kube import KubeApi, KubeError
@@ -99,7 +99,8 @@ class Remediator:
             return
         namespace = (pod.get("metadata") or {}).get("namespace", "")
         for serving in list(self.reconciler.serving.values()):
-            if namespace in serving.namespaces:
+            # Only credentials for this namespace and one of the images' registries: the others need no reads.
+            if namespace in serving.namespaces and any(served(c.image, serving.token.hosts) for c in stuck):
                 with self._lock:  # one decision at a time: the once-per-revision record must be read fresh
                     self._handle(pod, serving)
 

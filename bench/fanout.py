@@ -29,7 +29,7 @@ from regcred.config import Settings
 from regcred.kube import KubeApi
 from regcred.manifests import load_crd
 from regcred.reconcile import Reconciler
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 
 WRITE_VERBS = {"create", "update", "patch", "delete"}
 # moto's ECR tokens all expire at 2015-01-01T00:00Z; a clock 12 h before gives them a real ECR lifetime.

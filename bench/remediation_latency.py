@@ -21,8 +21,8 @@ from regcred.embedded import EmbeddedOperator
 from regcred.kube import KubeApi
 from regcred.manifests import load_crd
 from regcred.runtime import Runtime
-from regcred.sandbox import EmulatedCluster
-from regcred.sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
+from regcred_sandbox import EmulatedCluster
+from regcred_sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
 
 HOST = "registry.example.com"
 

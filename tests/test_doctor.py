@@ -24,7 +24,7 @@ from regcred.fanout import EXPIRATION_ANNOTATION, format_time
 from regcred.imageref import ImageRef
 from regcred.kube import MERGE_PATCH, KubeApi
 from regcred.probe import Credentials, Prober, ProbeResult, Verdict
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 from tests.registry.harness import (
     PASSWORD,
     REPO,

@@ -81,3 +81,6 @@ def test_the_package_built_from_what_the_dockerfile_copies_carries_the_crds_and_
     assert "regcred/crds/registrycredentials.regcred.dev.yaml" in names
     assert "regcred/crds/kopf-peering.yaml" in names
     assert "regcred = regcred.cli:main" in entry_points
+    # The emulated API is demo and test infrastructure: never in the image or a `pip install`.
+    assert not [n for n in names if "sandbox" in n], names
+    assert "kmock" not in (ROOT / "requirements-runtime.lock").read_text()

@@ -1,4 +1,4 @@
-"""`regcred run` (the operator), `regcred doctor` (why pods are stuck pulling) and `regcred demo`."""
+"""`regcred run` (the operator) and `regcred doctor` (why pods are stuck pulling)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ def main(argv: list[str] | None = None) -> int:
 
     doctor.add_arguments(commands.add_parser(
         "doctor", help="explain why pods are stuck pulling images, step by step, with the fix"))
-    demo = commands.add_parser("demo", help="run the operator against an emulated cluster with an example credential")
-    demo.add_argument("--namespaces", type=int, default=6, help="how many team namespaces to create")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -33,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces = Settings.from_env().watch_namespaces
         kopf.run(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness)
         return 0
-    if args.command == "doctor":
-        return doctor.run_from_args(args)
-    from regcred.sandbox.demo import run_demo
-
-    return run_demo(team_namespaces=args.namespaces)
+    return doctor.run_from_args(args)
 
 
 if __name__ == "__main__":

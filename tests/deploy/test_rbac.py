@@ -31,8 +31,8 @@ from regcred.kube import USER_AGENT, KubeApi
 from regcred.manifests import load_crd
 from regcred.reconcile import Reconciler
 from regcred.runtime import Runtime
-from regcred.sandbox import EmulatedCluster
-from regcred.sandbox.protocol import RequestRecord
+from regcred_sandbox import EmulatedCluster
+from regcred_sandbox.protocol import RequestRecord
 from tests.deploy.chart_tools import ROOT, SCENARIOS, of_kind, render, rule_triples
 from tests.e2e.harness import TEST_SETTINGS, Cluster, OperatorFactory, eventually
 

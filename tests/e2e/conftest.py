@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from regcred.manifests import load_crd
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 from tests.e2e.harness import Cluster, OperatorFactory
 from tests.registry.harness import Registry, make_signing_key, running_registry
 

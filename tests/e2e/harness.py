@@ -19,7 +19,7 @@ from regcred.embedded import EmbeddedOperator
 from regcred.kube import USER_AGENT, KubeApi
 from regcred.reconcile import Reconciler
 from regcred.runtime import Runtime
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 
 T = TypeVar("T")
 

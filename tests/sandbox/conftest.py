@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 
 GADGETS_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",

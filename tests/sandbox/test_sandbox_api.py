@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 from tests.sandbox.conftest import WIDGETS_CRD, raw, status_of
 
 ApiException = kubernetes.client.ApiException

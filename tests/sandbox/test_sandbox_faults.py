@@ -12,7 +12,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from regcred.sandbox import EmulatedCluster, RequestRecord
+from regcred_sandbox import EmulatedCluster, RequestRecord
 from tests.sandbox.conftest import status_of
 
 ApiException = kubernetes.client.ApiException

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import kopf
 import pytest
 
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 
 T = TypeVar("T")
 GADGETS = ("example.dev", "v1", "gadgets")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 
 KUBECTL = str(pathlib.Path(sys.executable).parent / "kubectl")
 if not pathlib.Path(KUBECTL).exists():

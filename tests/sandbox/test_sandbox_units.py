@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from regcred.sandbox.patches import PatchError, PatchFormatError, json_patch, merge_patch, strategic_merge_patch
-from regcred.sandbox.selectors import FieldSelector, LabelSelector, SelectorError
-from regcred.sandbox.tables import human_duration, jsonpath
+from regcred_sandbox.patches import PatchError, PatchFormatError, json_patch, merge_patch, strategic_merge_patch
+from regcred_sandbox.selectors import FieldSelector, LabelSelector, SelectorError
+from regcred_sandbox.tables import human_duration, jsonpath
 
 
 def test_json_patch_operations_and_immutability() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from regcred.sandbox import EmulatedCluster
+from regcred_sandbox import EmulatedCluster
 
 
 def stream(cluster: EmulatedCluster, path: str, limit: int | None = None, timeout: float = 10) -> list[dict[str, Any]]:

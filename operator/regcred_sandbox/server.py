@@ -31,10 +31,10 @@ import aiohttp.web
 import kmock
 import yaml
 
-from regcred.sandbox import patches, tables
-from regcred.sandbox.protocol import ApiError, ApiRequest, Fault, RequestRecord
-from regcred.sandbox.selectors import FieldSelector, LabelSelector, SelectorError
-from regcred.sandbox.store import ALL_VERBS, Obj, Store, WatchEvent, dumps, fresh, now_str, version_priority, without
+from regcred_sandbox import patches, tables
+from regcred_sandbox.protocol import ApiError, ApiRequest, Fault, RequestRecord
+from regcred_sandbox.selectors import FieldSelector, LabelSelector, SelectorError
+from regcred_sandbox.store import ALL_VERBS, Obj, Store, WatchEvent, dumps, fresh, now_str, version_priority, without
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp.web
 
-from regcred.sandbox import protobuf
+from regcred_sandbox import protobuf
 
 REASONS = {
     400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound',

@@ -20,8 +20,8 @@ It is not a cluster. Known differences from a real API server:
 - every object gets ``metadata.generation``; any dotted path works in field selectors.
 """
 
-from regcred.sandbox.cluster import EmulatedCluster
-from regcred.sandbox.protocol import ApiError, Fault, RequestRecord
-from regcred.sandbox.server import ApiServer
+from regcred_sandbox.cluster import EmulatedCluster
+from regcred_sandbox.protocol import ApiError, Fault, RequestRecord
+from regcred_sandbox.server import ApiServer
 
 __all__ = ['ApiError', 'ApiServer', 'EmulatedCluster', 'Fault', 'RequestRecord']

@@ -1,4 +1,4 @@
-"""`regcred demo`: the operator's main job on an emulated cluster, start to finish, in about ten seconds.
+"""`python -m regcred_sandbox.demo`: the operator's main job on an emulated cluster, in about ten seconds.
 
 An emulated Kubernetes API (for trying and testing, not a cluster) gets a few namespaces and a Docker Hub
 token in a Secret; a `static` RegistryCredential then fans it out. The demo prints what appeared where,
@@ -8,6 +8,7 @@ No secret value is printed.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime
 import json
@@ -28,8 +29,8 @@ from regcred.embedded import EmbeddedOperator
 from regcred.kube import MERGE_PATCH, KubeApi, KubeError
 from regcred.manifests import load_crd
 from regcred.runtime import Runtime
-from regcred.sandbox import EmulatedCluster
-from regcred.sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
+from regcred_sandbox import EmulatedCluster
+from regcred_sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
 
 T = TypeVar("T")
 
@@ -211,3 +212,15 @@ def print_service_accounts(kube: KubeApi, namespaces: list[str]) -> None:
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m regcred_sandbox.demo",
+        description="Run the operator against an emulated cluster with an example credential.")
+    parser.add_argument("--namespaces", type=int, default=6, help="how many team namespaces to create")
+    return run_demo(team_namespaces=parser.parse_args(argv).namespaces)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,9 +18,9 @@ from typing import Any, Self, TypeVar
 
 import aiohttp.web
 
-from regcred.sandbox import patches
-from regcred.sandbox.protocol import Fault, RequestRecord
-from regcred.sandbox.server import DEFAULT_NAMESPACES, ApiServer
+from regcred_sandbox import patches
+from regcred_sandbox.protocol import Fault, RequestRecord
+from regcred_sandbox.server import DEFAULT_NAMESPACES, ApiServer
 
 T = TypeVar('T')
 

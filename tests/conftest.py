@@ -1,12 +1,16 @@
-"""Shared fixtures: AWS through moto in server mode, on 127.0.0.1 only."""
+"""Shared fixtures: AWS through moto in server mode and a real control plane, on 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from moto.server import ThreadedMotoServer
+
+from tests.control_plane import ControlPlane, Etcd, assets_folder
 
 _AMBIENT_ENV = (
     "AWS_ACCESS_KEY_ID",
@@ -52,3 +56,36 @@ def clean_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-such-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+# -- The real control plane (tests/control_plane.py) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def control_plane_assets() -> Path:
+    """The folder with etcd, kube-apiserver and kube-controller-manager (KUBEBUILDER_ASSETS).
+
+    scripts/test.sh builds them and sets it; under CI a missing control plane fails instead of skipping.
+    """
+    folder = assets_folder()
+    if folder is None:
+        message = ("no control-plane binaries: run `export KUBEBUILDER_ASSETS=$(bash scripts/control-plane.sh)` "
+                   "(scripts/test.sh does)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_etcd(control_plane_assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    """One etcd for the session; each test's control plane keeps its objects under its own prefix."""
+    with Etcd(control_plane_assets, tmp_path_factory.mktemp("etcd")) as etcd:
+        yield etcd
+
+
+@pytest.fixture
+def control_plane(control_plane_assets: Path, shared_etcd: Etcd) -> Iterator[ControlPlane]:
+    """A fresh, empty real cluster (kube-apiserver + kube-controller-manager) for one test."""
+    with ControlPlane(control_plane_assets, shared_etcd) as plane:
+        yield plane

@@ -1,9 +1,10 @@
-"""Driving the operator end to end: kopf in this process, the emulated API over real HTTP."""
+"""Driving the operator end to end: kopf in this process, the emulated API or a real control plane over HTTP."""
 
 from __future__ import annotations
 
 import base64
 import datetime
+import importlib.metadata
 import json
 import time
 from collections.abc import Callable
@@ -20,8 +21,15 @@ from regcred.kube import USER_AGENT, KubeApi
 from regcred.reconcile import Reconciler
 from regcred.runtime import Runtime
 from regcred_sandbox import EmulatedCluster
+from tests.control_plane import ControlPlane
 
 T = TypeVar("T")
+
+# Both serve api_client(), kubeconfig_path, install_crd(), requests and reset_requests().
+Backend = EmulatedCluster | ControlPlane
+
+# The operator's two clients, as the request logs (the emulator's, the real server's audit log) show them.
+OPERATOR_USER_AGENTS = (USER_AGENT, f"kopf/{importlib.metadata.version('kopf')}")
 
 # Short enough that the tests do not wait on them; the production defaults are in Settings.
 TEST_SETTINGS = Settings(
@@ -51,9 +59,10 @@ def b64(text: str) -> str:
 class Cluster:
     """What a test does to the cluster, through the official client, as a user or the kubelet would."""
 
-    def __init__(self, emulated: EmulatedCluster) -> None:
-        self.emulated = emulated
-        self.client = emulated.api_client()
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.real = isinstance(backend, ControlPlane)
+        self.client = backend.api_client()
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
 
@@ -118,7 +127,7 @@ class Cluster:
         found = self.core.read_namespaced_service_account(account, namespace)
         return [ref.name for ref in found.image_pull_secrets or []]
 
-    def emulated_request(self, method: str, path: str, body: Any = None) -> Any:
+    def api_request(self, method: str, path: str, body: Any = None) -> Any:
         """A raw API call (for kinds and subresources the typed client makes verbose), as a dict."""
         content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
         return KubeApi(self.client).request(method, path, body=body, content_type=content_type)
@@ -134,15 +143,15 @@ class Cluster:
 class OperatorFactory:
     """Starts (and restarts) the operator: a fresh process-worth of memory each time."""
 
-    def __init__(self, emulated: EmulatedCluster, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.emulated = emulated
-        monkeypatch.setenv("KUBECONFIG", emulated.kubeconfig_path)  # how kopf itself logs in
+    def __init__(self, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.backend = backend
+        monkeypatch.setenv("KUBECONFIG", backend.kubeconfig_path)  # how kopf itself logs in
         self.running: EmbeddedOperator | None = None
         self.runtimes: list[Runtime] = []
 
     def start(self, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS) -> Runtime:
         clock = clock or SystemClock()
-        client = self.emulated.api_client()
+        client = self.backend.api_client()
         client.user_agent = USER_AGENT  # as `regcred run` sets it: the request log tells operator from test
         kube = KubeApi(client)
         runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)

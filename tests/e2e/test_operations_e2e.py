@@ -104,8 +104,8 @@ class OperatorProcess:
 @pytest.fixture
 def peered(hub: Cluster) -> Cluster:
     for crd in yaml.safe_load_all((ROOT / "crds" / "kopf-peering.yaml").read_text()):
-        hub.emulated.install_crd(crd)
-    hub.emulated_request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", {
+        hub.backend.install_crd(crd)
+    hub.api_request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", {
         "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "regcred-operator"}})
     return hub
 
@@ -121,7 +121,7 @@ def replicas(peered: Cluster, tmp_path: Path) -> Iterator[list[OperatorProcess]]
 def test_a_standby_replica_takes_over_when_the_active_one_dies(
     peered: Cluster, replicas: list[OperatorProcess], tmp_path: Path
 ) -> None:
-    kubeconfig = peered.emulated.kubeconfig_path
+    kubeconfig = peered.backend.kubeconfig_path
     active = OperatorProcess(kubeconfig, 200, tmp_path / "active.log")
     replicas.append(active)
     eventually(lambda: _equal(len(_peers(peered)), 1), timeout=30)
@@ -142,7 +142,7 @@ def test_a_standby_replica_takes_over_when_the_active_one_dies(
 
 
 def _peers(cluster: Cluster) -> dict[str, Any]:
-    body = cluster.emulated_request("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/regcred-operator")
+    body = cluster.api_request("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/regcred-operator")
     status: dict[str, Any] = body.get("status") or {}
     return status
 

@@ -58,7 +58,7 @@ def workload(shop: Cluster, kind: str, name: str, image: str, **spec: Any) -> di
             "spec": {"selector": {"matchLabels": {"app": name}}, **spec,
                      "template": {"metadata": {"labels": {"app": name}},
                                   "spec": {"containers": [{"name": "app", "image": image}]}}}}
-    created: dict[str, Any] = shop.emulated_request("POST", f"/apis/apps/v1/namespaces/{NS}/{plural}", body)
+    created: dict[str, Any] = shop.api_request("POST", f"/apis/apps/v1/namespaces/{NS}/{plural}", body)
     return created
 
 
@@ -73,15 +73,15 @@ def stuck_pod(shop: Cluster, owner: dict[str, Any], image: str, message: str, *,
                                    "ownerReferences": [_owner(owner)]},
                       "spec": {"selector": owner["spec"]["selector"], "template": owner["spec"]["template"]}}
         try:
-            controller = shop.emulated_request("POST", f"/apis/apps/v1/namespaces/{NS}/replicasets", replicaset)
+            controller = shop.api_request("POST", f"/apis/apps/v1/namespaces/{NS}/replicasets", replicaset)
         except Exception:
-            controller = shop.emulated_request(
+            controller = shop.api_request(
                 "GET", f"/apis/apps/v1/namespaces/{NS}/replicasets/{owner['metadata']['name']}-5d9")
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": name, "namespace": NS, "ownerReferences": [_owner(controller)] if owner else []},
            "spec": {"containers": [{"name": "app", "image": image}], "imagePullSecrets": [{"name": "private-pull"}]}}
-    created = shop.emulated_request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
-    shop.emulated_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{name}/status", {"status": {
+    created = shop.api_request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+    shop.api_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{name}/status", {"status": {
         "phase": "Pending",
         "containerStatuses": [{"name": "app", "image": image, "imageID": "", "ready": False, "restartCount": 0,
                                "state": {"waiting": {"reason": "ErrImagePull", "message": message}}}],
@@ -102,7 +102,7 @@ def unauthorized(registry: Registry, image: str) -> str:
 
 def read(shop: Cluster, kind: str, name: str) -> dict[str, Any]:
     plural = {"Deployment": "deployments", "StatefulSet": "statefulsets"}[kind]
-    result: dict[str, Any] = shop.emulated_request("GET", f"/apis/apps/v1/namespaces/{NS}/{plural}/{name}")
+    result: dict[str, Any] = shop.api_request("GET", f"/apis/apps/v1/namespaces/{NS}/{plural}/{name}")
     return result
 
 
@@ -171,7 +171,7 @@ def test_opt_out_by_annotation_is_honoured(shop: Cluster, operator: OperatorFact
     start(shop, operator, registry)
     image = f"{registry.host}/{REPO}:{TAG}"
     web = workload(shop, "Deployment", "web", image)
-    shop.emulated_request("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/web",
+    shop.api_request("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/web",
                           {"metadata": {"annotations": {"regcred.dev/remediate": "false"}}})
     stuck_pod(shop, web, image, unauthorized(registry, image))
     eventually(lambda: _assert(shop.events("NotRemediated")))
@@ -224,7 +224,7 @@ def test_delete_pods_deletes_only_stuck_controller_owned_pods(
     web = workload(shop, "Deployment", "web", image)
     healthy = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-healthy", "namespace": NS},
                "spec": {"containers": [{"name": "app", "image": image}]}}
-    shop.emulated_request("POST", f"/api/v1/namespaces/{NS}/pods", healthy)
+    shop.api_request("POST", f"/api/v1/namespaces/{NS}/pods", healthy)
     bare = stuck_pod(shop, {}, image, unauthorized(registry, image), via_replicaset=False, name="bare")
     stuck = stuck_pod(shop, web, image, unauthorized(registry, image), name="web-stuck")
     del bare, stuck

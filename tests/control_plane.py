@@ -127,7 +127,10 @@ class AuditRecord:
 
     @classmethod
     def parse(cls, line: str) -> AuditRecord | None:
-        entry = json.loads(line)
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # the last line, while the server is still writing it
+            return None
         ref = entry.get("objectRef")
         if not ref:  # non-resource URLs (/readyz, /version, discovery)
             return None
@@ -380,8 +383,15 @@ class ControlPlane(_Processes):
     @property
     def requests(self) -> list[AuditRecord]:
         """Every request since the start or the last reset_requests(), from the audit log."""
+        return self._audit_records(self._audit_offset)
+
+    def all_requests(self) -> list[AuditRecord]:
+        """Every request since the start, whatever reset_requests() said."""
+        return self._audit_records(0)
+
+    def _audit_records(self, offset: int) -> list[AuditRecord]:
         with contextlib.suppress(FileNotFoundError), self.audit_log_path.open() as log:
-            log.seek(self._audit_offset)
+            log.seek(offset)
             return [record for line in log if line.strip() for record in [AuditRecord.parse(line)] if record]
         return []
 

@@ -73,7 +73,7 @@ class Scenarios:
         self.cluster = cluster
 
     def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.cluster.emulated_request(method, path, body)
+        result: dict[str, Any] = self.cluster.api_request(method, path, body)
         return result
 
     def workload(self, kind: str, plural: str, api: str, name: str, **spec: Any) -> dict[str, Any]:
@@ -205,7 +205,7 @@ def operator_requests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list
         factory.start(settings=dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME))
         try:
             # This replica registered in the peering object: kopf runs in peering mode, not standalone.
-            eventually(lambda: _assert(cluster.emulated_request(
+            eventually(lambda: _assert(cluster.api_request(
                 "GET", f"/apis/kopf.dev/v1/clusterkopfpeerings/{PEERING_NAME}").get("status")))
             Scenarios(cluster).run()
         finally:
@@ -238,7 +238,7 @@ def namespaced_requests() -> Iterator[list[RequestRecord]]:
         cluster = Cluster(emulated)
         for namespace in WATCHED:
             cluster.namespace(namespace)
-            cluster.emulated_request("POST", f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings", {
+            cluster.api_request("POST", f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings", {
                 "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING_NAME}})
         settings = dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME, watch_namespaces=WATCHED)
         client = emulated.api_client()
@@ -248,7 +248,7 @@ def namespaced_requests() -> Iterator[list[RequestRecord]]:
                           clock=SystemClock())
         operator = NamespacedOperator(runtime).start()
         try:
-            eventually(lambda: _assert(all(cluster.emulated_request(
+            eventually(lambda: _assert(all(cluster.api_request(
                 "GET", f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{PEERING_NAME}").get("status")
                 for ns in WATCHED)))
             Scenarios(cluster).run()

@@ -48,6 +48,7 @@ def operator(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> Iterator[Oper
     factory = OperatorFactory(backend, monkeypatch)
     yield factory
     factory.stop()
+    assert factory.forbidden() == [], "the chart's RBAC refused the operator these requests"
 
 
 @pytest.fixture

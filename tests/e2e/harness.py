@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import importlib.metadata
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import kubernetes
@@ -17,7 +19,7 @@ from regcred import GROUP, PLURAL, VERSION
 from regcred.clock import Clock, SystemClock
 from regcred.config import Settings
 from regcred.embedded import EmbeddedOperator
-from regcred.kube import USER_AGENT, KubeApi
+from regcred.kube import USER_AGENT, KubeApi, KubeError
 from regcred.reconcile import Reconciler
 from regcred.runtime import Runtime
 from regcred_sandbox import EmulatedCluster
@@ -140,20 +142,82 @@ class Cluster:
         return [e for e in items if reason is None or e.reason == reason]
 
 
+# The objects of the Helm chart (default values) that make the operator's identity and its permissions.
+IDENTITY_KINDS = {
+    "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+}
+
+
+@functools.cache
+def chart_identity_objects() -> tuple[dict[str, Any], ...]:
+    from tests.deploy.chart_tools import render  # the real Helm engine: slow to load, so only when needed
+
+    return tuple(m for m in render() if m["kind"] in IDENTITY_KINDS)
+
+
+def chart_identity(plane: ControlPlane) -> tuple[str, str]:
+    """Creates the chart's ServiceAccount, ClusterRole and binding on a real cluster; returns
+    (user name, a token of that ServiceAccount) so that the operator runs with exactly the chart's RBAC."""
+    kube = KubeApi(plane.api_client())
+    account: dict[str, Any] = {}
+    for manifest in chart_identity_objects():
+        namespace = manifest["metadata"].get("namespace", "")
+        if namespace:
+            try:
+                kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": namespace}})
+            except KubeError as error:
+                if error.status != 409:
+                    raise
+        try:
+            kube.request("POST", IDENTITY_KINDS[manifest["kind"]].format(namespace=namespace), body=manifest)
+        except KubeError as error:
+            if error.status != 409:
+                raise
+        if manifest["kind"] == "ServiceAccount":
+            account = manifest["metadata"]
+    token = kube.request(
+        "POST", f"/api/v1/namespaces/{account['namespace']}/serviceaccounts/{account['name']}/token",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 7200}})
+    return f"system:serviceaccount:{account['namespace']}:{account['name']}", token["status"]["token"]
+
+
 class OperatorFactory:
-    """Starts (and restarts) the operator: a fresh process-worth of memory each time."""
+    """Starts (and restarts) the operator: a fresh process-worth of memory each time.
+
+    On a real cluster the operator authenticates as the Helm chart's ServiceAccount, bound only to the
+    chart's rendered ClusterRole: every end-to-end test there is also a test of the chart's RBAC, and
+    stop() fails the test if the API server refused the operator anything (a 403 in its audit log).
+    """
 
     def __init__(self, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
         self.backend = backend
+        self.monkeypatch = monkeypatch
         monkeypatch.setenv("KUBECONFIG", backend.kubeconfig_path)  # how kopf itself logs in
         self.running: EmbeddedOperator | None = None
         self.runtimes: list[Runtime] = []
+        self.identity: tuple[str, str] | None = None  # (user, token) on a real cluster
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """A client with the operator's identity (the chart's ServiceAccount on a real cluster)."""
+        if isinstance(self.backend, ControlPlane):
+            if self.identity is None:
+                self.identity = chart_identity(self.backend)
+                path = Path(self.backend.folder) / "operator.kubeconfig"
+                self.monkeypatch.setenv("KUBECONFIG", self.backend.write_kubeconfig(
+                    path, self.identity[1], user="regcred-operator"))
+            client = self.backend.api_client(self.identity[1])
+        else:
+            client = self.backend.api_client()
+        client.user_agent = USER_AGENT  # as `regcred run` sets it: the request log tells operator from test
+        return client
 
     def start(self, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS) -> Runtime:
         clock = clock or SystemClock()
-        client = self.backend.api_client()
-        client.user_agent = USER_AGENT  # as `regcred run` sets it: the request log tells operator from test
-        kube = KubeApi(client)
+        kube = KubeApi(self.api_client())
         runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
         self.running = EmbeddedOperator(runtime).start()
         self.runtimes.append(runtime)
@@ -163,3 +227,11 @@ class OperatorFactory:
         if self.running is not None:
             self.running.stop()
             self.running = None
+
+    def forbidden(self) -> list[str]:
+        """What the real API server refused the operator, from its audit log (always empty on the emulator)."""
+        if not isinstance(self.backend, ControlPlane) or self.identity is None:
+            return []
+        return [f"{r.verb} {r.group or 'core'} {r.resource}{'/' + r.subresource if r.subresource else ''} "
+                f"{r.namespace or ''}/{r.name or ''}"
+                for r in self.backend.all_requests() if r.user == self.identity[0] and r.status == 403]

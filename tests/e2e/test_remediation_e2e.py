@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from regcred.kube import KubeApi
 from regcred.workloads import REMEDIATED_ANNOTATION, RESTARTED_AT_ANNOTATION
 from tests.e2e.harness import TEST_SETTINGS, Cluster, OperatorFactory, eventually
 from tests.registry.harness import (
@@ -64,7 +65,52 @@ def workload(shop: Cluster, kind: str, name: str, image: str, **spec: Any) -> di
 
 def stuck_pod(shop: Cluster, owner: dict[str, Any], image: str, message: str, *, via_replicaset: bool = True,
               name: str | None = None) -> dict[str, Any]:
-    """A pod as the controllers would create it, and its status as the kubelet writes it after a failed pull."""
+    """A pod of ``owner`` (``{}``: a bare pod), and its status as the kubelet writes it after a failed pull.
+
+    On a real cluster the controllers make the pods (a Deployment's through its ReplicaSet): the next
+    pod of the workload that the kubelet has not reported on yet is taken. On the emulated API the
+    test plays the controllers.
+    """
+    if shop.real and owner:
+        pod = _next_pod(shop, owner)
+        name = pod["metadata"]["name"]
+        created = pod
+    else:
+        created = _pod_as_a_controller_makes_it(shop, owner, name, via_replicaset=via_replicaset)
+        name = created["metadata"]["name"]
+    shop.api_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{name}/status", {"status": {
+        "phase": "Pending",
+        "containerStatuses": [{"name": "app", "image": image, "imageID": "", "ready": False, "restartCount": 0,
+                               "state": {"waiting": {"reason": "ErrImagePull", "message": message}}}],
+    }})
+    return created
+
+
+def _next_pod(shop: Cluster, owner: dict[str, Any]) -> dict[str, Any]:
+    """The workload's next pod the kubelet has not reported on; when there is none, one more replica."""
+    app = owner["metadata"]["name"]
+    try:
+        return eventually(lambda: _unreported_pod(shop, app), timeout=5)
+    except AssertionError:
+        plural = {"Deployment": "deployments", "StatefulSet": "statefulsets"}[owner["kind"]]
+        path = f"/apis/apps/v1/namespaces/{NS}/{plural}/{app}"
+        replicas = shop.api_request("GET", path)["spec"].get("replicas", 1)
+        shop.api_request("PATCH", path, {"spec": {"replicas": replicas + 1}})
+        return eventually(lambda: _unreported_pod(shop, app), timeout=20)
+
+
+def _unreported_pod(shop: Cluster, app: str) -> dict[str, Any]:
+    """A pod of the workload labelled app=<app>, made by its controller, with no container status yet."""
+    pods = shop.api_request("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector=app%3D{app}")["items"]
+    fresh = [p for p in pods if not (p.get("status") or {}).get("containerStatuses")
+             and not p["metadata"].get("deletionTimestamp")]
+    assert fresh, f"no new pod of {app} yet"
+    result: dict[str, Any] = fresh[0]
+    return result
+
+
+def _pod_as_a_controller_makes_it(shop: Cluster, owner: dict[str, Any], name: str | None, *,
+                                  via_replicaset: bool) -> dict[str, Any]:
     name = name or f"{owner['metadata']['name']}-{uuid.uuid4().hex[:5]}"
     controller = owner
     if via_replicaset:
@@ -77,16 +123,25 @@ def stuck_pod(shop: Cluster, owner: dict[str, Any], image: str, message: str, *,
         except Exception:
             controller = shop.api_request(
                 "GET", f"/apis/apps/v1/namespaces/{NS}/replicasets/{owner['metadata']['name']}-5d9")
+    labels = owner["spec"]["template"]["metadata"]["labels"] if owner else {}
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": NS, "ownerReferences": [_owner(controller)] if owner else []},
-           "spec": {"containers": [{"name": "app", "image": image}], "imagePullSecrets": [{"name": "private-pull"}]}}
-    created = shop.api_request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
-    shop.api_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{name}/status", {"status": {
-        "phase": "Pending",
-        "containerStatuses": [{"name": "app", "image": image, "imageID": "", "ready": False, "restartCount": 0,
-                               "state": {"waiting": {"reason": "ErrImagePull", "message": message}}}],
-    }})
+           "metadata": {"name": name, "namespace": NS, "labels": labels,
+                        "ownerReferences": [_owner(controller)] if owner else []},
+           "spec": {"containers": [{"name": "app", "image": owner_image(owner) if owner else "busybox"}],
+                    "imagePullSecrets": [{"name": "private-pull"}]}}
+    created: dict[str, Any] = shop.api_request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
     return created
+
+
+def owner_image(owner: dict[str, Any]) -> str:
+    image: str = owner["spec"]["template"]["spec"]["containers"][0]["image"]
+    return image
+
+
+def pod_replaced(shop: Cluster, pod: dict[str, Any]) -> None:
+    """The pod is gone, or a pod of that name is another one (a StatefulSet recreates db-0 at once)."""
+    current = KubeApi(shop.client).get_or_none(f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}")
+    assert current is None or current["metadata"]["uid"] != pod["metadata"]["uid"]
 
 
 def _owner(obj: dict[str, Any]) -> dict[str, Any]:
@@ -211,9 +266,9 @@ def test_an_ordered_ready_statefulset_gets_its_stuck_pod_deleted(
     start(shop, operator, registry)
     image = f"{registry.host}/{REPO}:{TAG}"
     db = workload(shop, "StatefulSet", "db", image, serviceName="db")
-    stuck_pod(shop, db, image, unauthorized(registry, image), via_replicaset=False, name="db-0")
+    pod = stuck_pod(shop, db, image, unauthorized(registry, image), via_replicaset=False, name="db-0")
     eventually(lambda: _assert(restarted(shop, "StatefulSet", "db")))
-    eventually(lambda: _assert("db-0" not in shop.pod_names(NS)))
+    eventually(lambda: pod_replaced(shop, pod))
 
 
 def test_delete_pods_deletes_only_stuck_controller_owned_pods(
@@ -225,11 +280,10 @@ def test_delete_pods_deletes_only_stuck_controller_owned_pods(
     healthy = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-healthy", "namespace": NS},
                "spec": {"containers": [{"name": "app", "image": image}]}}
     shop.api_request("POST", f"/api/v1/namespaces/{NS}/pods", healthy)
-    bare = stuck_pod(shop, {}, image, unauthorized(registry, image), via_replicaset=False, name="bare")
+    stuck_pod(shop, {}, image, unauthorized(registry, image), via_replicaset=False, name="bare")
     stuck = stuck_pod(shop, web, image, unauthorized(registry, image), name="web-stuck")
-    del bare, stuck
 
-    eventually(lambda: _assert("web-stuck" not in shop.pod_names(NS)))
+    eventually(lambda: pod_replaced(shop, stuck))
     eventually(lambda: _assert(shop.events("NotRemediated")))  # the bare pod: reported, never deleted
     assert {"web-healthy", "bare"} <= shop.pod_names(NS)
     assert restarted(shop, "Deployment", "web") is None  # DeletePods does not roll the Deployment

@@ -7,7 +7,8 @@
 
 The schema is checked with `jsonschema`, which ignores the x-kubernetes-* keywords; the CEL
 rules (x-kubernetes-validations) only run in a real API server, so here they are checked
-for presence and shape only.
+for presence and shape only. tests/test_crd_server.py sends the same objects (EXAMPLE_NAMES,
+INVALID, VALID_PROVIDERS, GO_DURATIONS, SERVICE_ACCOUNT_FORMS) to a real kube-apiserver.
 """
 
 from __future__ import annotations
@@ -348,29 +349,33 @@ def test_base_object_is_valid(validator: jsonschema.Draft202012Validator) -> Non
     assert list(validator.iter_errors(BASE)) == []
 
 
-@pytest.mark.parametrize(
-    "provider",
-    [
-        {"static": {"registry": "harbor.example.com:8443", "secretRef": {"namespace": "ops", "name": "robot"}}},
-        {"ecr": {"region": "us-gov-west-1", "assumeRoleArn": "arn:aws-us-gov:iam::123456789012:role/pull"}},
-        {"ecr": {"region": "cn-north-1", "assumeRoleArn": "arn:aws-cn:iam::123456789012:role/path/pull"}},
-        {"ghcr": {"username": "bot", "tokenSecretRef": TOKEN_REF}},
-        {"ghcr": {"app": APP}},
-        {"ghcr": {"username": "bot", "app": APP}},
-        {"gar": {"registries": ["us-central1-docker.pkg.dev", "eu.gcr.io"]}},
-    ],
-    ids=["static-harbor", "ecr-govcloud", "ecr-china", "ghcr-pat", "ghcr-app", "ghcr-app-username", "gar"],
-)
+# Valid objects, module-level so that tests/test_crd_server.py sends the same ones to a real API server.
+VALID_PROVIDERS: list[tuple[str, dict[str, Any]]] = [
+    ("static-harbor",
+     {"static": {"registry": "harbor.example.com:8443", "secretRef": {"namespace": "ops", "name": "robot"}}}),
+    ("ecr-govcloud",
+     {"ecr": {"region": "us-gov-west-1", "assumeRoleArn": "arn:aws-us-gov:iam::123456789012:role/pull"}}),
+    ("ecr-china", {"ecr": {"region": "cn-north-1", "assumeRoleArn": "arn:aws-cn:iam::123456789012:role/path/pull"}}),
+    ("ghcr-pat", {"ghcr": {"username": "bot", "tokenSecretRef": TOKEN_REF}}),
+    ("ghcr-app", {"ghcr": {"app": APP}}),
+    ("ghcr-app-username", {"ghcr": {"username": "bot", "app": APP}}),
+    ("gar", {"gar": {"registries": ["us-central1-docker.pkg.dev", "eu.gcr.io"]}}),
+]  # fmt: skip
+GO_DURATIONS = ["30m", "1h30m", "90s", "1.5h", "500ms", "2h0m0s"]
+SERVICE_ACCOUNT_FORMS = [["default"], ["*"], [], ["default", "builder"]]
+
+
+@pytest.mark.parametrize("provider", [p for _, p in VALID_PROVIDERS], ids=[i for i, _ in VALID_PROVIDERS])
 def test_valid_provider_variants(provider: dict[str, Any], validator: jsonschema.Draft202012Validator) -> None:
     assert list(validator.iter_errors(changed({"spec.provider": provider}))) == []
 
 
-@pytest.mark.parametrize("duration", ["30m", "1h30m", "90s", "1.5h", "500ms", "2h0m0s"])
+@pytest.mark.parametrize("duration", GO_DURATIONS)
 def test_go_durations_are_accepted(duration: str, validator: jsonschema.Draft202012Validator) -> None:
     assert list(validator.iter_errors(changed({"spec.refresh.beforeExpiry": duration}))) == []
 
 
-@pytest.mark.parametrize("accounts", [["default"], ["*"], [], ["default", "builder"]])
+@pytest.mark.parametrize("accounts", SERVICE_ACCOUNT_FORMS)
 def test_service_account_forms(accounts: list[str], validator: jsonschema.Draft202012Validator) -> None:
     assert list(validator.iter_errors(changed({"spec.serviceAccounts": accounts}))) == []
 

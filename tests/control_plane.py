@@ -17,6 +17,7 @@ What the API server is given, and why:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import datetime
 import ipaddress
@@ -24,6 +25,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -71,6 +73,12 @@ def assets_folder() -> Path | None:
     if all((path / binary).is_file() and os.access(path / binary, os.X_OK) for binary in BINARIES):
         return path
     return None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it when the test process dies, however it dies
+    (a timeout's SIGKILL included), so no API server outlives its tests."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -152,7 +160,7 @@ class _Processes:
         self.folder.mkdir(parents=True, exist_ok=True)
         log = (self.folder / f"{binary}.log").open("wb")
         process = subprocess.Popen([str(self.assets / binary), *args], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self._processes.append((binary, process, log))
 
     def _check_alive(self) -> None:

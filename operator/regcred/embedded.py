@@ -27,8 +27,9 @@ class EmbeddedOperator:
 
     def _run(self) -> None:
         try:
+            namespaces = list(self.runtime.settings.watch_namespaces)  # as `regcred run` chooses its mode
             asyncio.run(kopf.operator(
-                clusterwide=True, memo=kopf.Memo(runtime=self.runtime),
+                clusterwide=not namespaces, namespaces=namespaces, memo=kopf.Memo(runtime=self.runtime),
                 stop_flag=self._stop, ready_flag=self._ready,
             ))
         except BaseException as error:  # reported to the caller of stop()

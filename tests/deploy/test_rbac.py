@@ -13,7 +13,6 @@ The emulated API runs no RBAC itself: this test is what checks the rules.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import importlib.metadata
@@ -21,7 +20,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 
@@ -213,20 +211,6 @@ def operator_requests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list
         yield [r for r in emulated.requests if r.user_agent in (USER_AGENT, KOPF_USER_AGENT)]
 
 
-class NamespacedOperator(EmbeddedOperator):
-    """The embedded operator in kopf's namespaced mode, as `regcred run` runs with REGCRED_WATCH_NAMESPACES."""
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(kopf.operator(
-                clusterwide=False, namespaces=list(self.runtime.settings.watch_namespaces),
-                memo=kopf.Memo(runtime=self.runtime), stop_flag=self._stop, ready_flag=self._ready,
-            ))
-        except BaseException as error:  # reported to the caller of start()
-            self.error = error
-            self._ready.set()
-
-
 @pytest.fixture(scope="module")
 def namespaced_requests() -> Iterator[list[RequestRecord]]:
     """The same scenarios with the operator serving only WATCHED (REGCRED_WATCH_NAMESPACES), peering on."""
@@ -246,7 +230,7 @@ def namespaced_requests() -> Iterator[list[RequestRecord]]:
         kube = KubeApi(client, namespaces=WATCHED)
         runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, SystemClock()),
                           clock=SystemClock())
-        operator = NamespacedOperator(runtime).start()
+        operator = EmbeddedOperator(runtime).start()  # namespaced mode: settings.watch_namespaces
         try:
             eventually(lambda: _assert(all(cluster.api_request(
                 "GET", f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings/{PEERING_NAME}").get("status")

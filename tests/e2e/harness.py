@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import functools
 import importlib.metadata
@@ -153,18 +154,24 @@ IDENTITY_KINDS = {
 
 
 @functools.cache
-def chart_identity_objects() -> tuple[dict[str, Any], ...]:
+def _chart_identity_objects(values_json: str) -> tuple[dict[str, Any], ...]:
     from tests.deploy.chart_tools import render  # the real Helm engine: slow to load, so only when needed
 
-    return tuple(m for m in render() if m["kind"] in IDENTITY_KINDS)
+    return tuple(m for m in render(json.loads(values_json)) if m["kind"] in IDENTITY_KINDS)
 
 
-def chart_identity(plane: ControlPlane) -> tuple[str, str]:
-    """Creates the chart's ServiceAccount, ClusterRole and binding on a real cluster; returns
-    (user name, a token of that ServiceAccount) so that the operator runs with exactly the chart's RBAC."""
+def chart_identity_objects(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, (Cluster)Roles and bindings, rendered with these values."""
+    return [copy.deepcopy(m) for m in _chart_identity_objects(json.dumps(values or {}, sort_keys=True))]
+
+
+def chart_identity(plane: ControlPlane, objects: list[dict[str, Any]] | None = None) -> tuple[str, str]:
+    """Creates the chart's ServiceAccount and RBAC (default values unless ``objects`` are given) on a real
+    cluster; returns (user name, a token of that ServiceAccount): the operator then has exactly the
+    chart's permissions."""
     kube = KubeApi(plane.api_client())
     account: dict[str, Any] = {}
-    for manifest in chart_identity_objects():
+    for manifest in objects if objects is not None else chart_identity_objects():
         namespace = manifest["metadata"].get("namespace", "")
         if namespace:
             try:
@@ -200,12 +207,14 @@ class OperatorFactory:
         self.running: EmbeddedOperator | None = None
         self.runtimes: list[Runtime] = []
         self.identity: tuple[str, str] | None = None  # (user, token) on a real cluster
+        self.expect_forbidden = False  # a test about a 403 says so; every other test fails on one
 
-    def api_client(self) -> kubernetes.client.ApiClient:
-        """A client with the operator's identity (the chart's ServiceAccount on a real cluster)."""
+    def api_client(self, rbac: list[dict[str, Any]] | None = None) -> kubernetes.client.ApiClient:
+        """A client with the operator's identity: on a real cluster the chart's ServiceAccount with the
+        chart's RBAC (default values, or the ``rbac`` objects given the first time)."""
         if isinstance(self.backend, ControlPlane):
             if self.identity is None:
-                self.identity = chart_identity(self.backend)
+                self.identity = chart_identity(self.backend, rbac)
                 path = Path(self.backend.folder) / "operator.kubeconfig"
                 self.monkeypatch.setenv("KUBECONFIG", self.backend.write_kubeconfig(
                     path, self.identity[1], user="regcred-operator"))
@@ -215,9 +224,10 @@ class OperatorFactory:
         client.user_agent = USER_AGENT  # as `regcred run` sets it: the request log tells operator from test
         return client
 
-    def start(self, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS) -> Runtime:
+    def start(self, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS,
+              rbac: list[dict[str, Any]] | None = None) -> Runtime:
         clock = clock or SystemClock()
-        kube = KubeApi(self.api_client())
+        kube = KubeApi(self.api_client(rbac), namespaces=settings.watch_namespaces)
         runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
         self.running = EmbeddedOperator(runtime).start()
         self.runtimes.append(runtime)

@@ -180,18 +180,28 @@ class KubeApi:
         )
 
     def post_event(
-        self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str, namespace: str, now: str
+        self, obj: Mapping[str, Any], *, api_version: str, kind: str, type_: str, reason: str, message: str,
+        namespace: str, now: str,
     ) -> None:
-        """An Event about any object (a credential, a workload); the message must be free of secret values.
+        """An Event about any object (a credential, a workload, a pod); the message must be free of secret values.
 
-        ``namespace`` is where the Event goes: the object's own, or a fixed one for cluster-scoped objects.
+        ``api_version`` and ``kind`` come from the caller, which knows what it read: an item of a LIST carries
+        neither (only the List does), and ``kubectl describe`` finds an object's Events by involvedObject kind,
+        name, namespace and uid. ``namespace`` is where the Event goes: the object's own, or for a
+        cluster-scoped object the events namespace (Settings.events_namespace).
         """
         metadata = obj.get("metadata") or {}
         name = metadata.get("name", "")
-        involved = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "name": name,
-                    "uid": metadata.get("uid")}
+        involved = {"apiVersion": api_version, "kind": kind, "name": name, "uid": metadata.get("uid")}
         if metadata.get("namespace"):
             involved["namespace"] = metadata["namespace"]
+        elif namespace != "default":
+            # The API server's validation of an Event without eventTime (legacyValidateEvent in Kubernetes'
+            # pkg/apis/core/validation/events.go): an involvedObject without a namespace is accepted only in the
+            # namespace "" or "default"; otherwise involvedObject.namespace must equal the Event's namespace.
+            # (`kubectl describe` of a cluster-scoped object selects involvedObject.namespace="", so it shows
+            # only the Events posted in "default".)
+            involved["namespace"] = namespace
         body = {
             "apiVersion": "v1",
             "kind": "Event",

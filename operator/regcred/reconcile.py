@@ -509,11 +509,15 @@ class Reconciler:
                 events.append(("Warning", now_["reason"], now_["message"]))
         for type_, reason, message in events:
             try:
-                self.kube.post_event(as_event_object(credential),
-                                     type_=type_, reason=reason, message=message,
-                                     namespace=self.settings.events_namespace, now=now)
+                self.post_credential_event(credential, type_, reason, message, now)
             except KubeError as error:  # an Event is a courtesy: never fail a reconciliation for one
                 logger.warning("Could not post Event %s for %s: %s", reason, metadata.get("name"), error.reason)
+
+    def post_credential_event(self, credential: Mapping[str, Any], type_: str, reason: str, message: str,
+                              now: str) -> None:
+        """An Event about a credential (cluster-scoped: it goes to the events namespace). Failures propagate."""
+        self.kube.post_event(credential, api_version=f"{GROUP}/{VERSION}", kind=KIND, type_=type_, reason=reason,
+                             message=message, namespace=self.settings.events_namespace, now=now)
 
 
 class VerificationFailed(ProviderError):
@@ -540,11 +544,6 @@ def _credential_selector(name: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{CREDENTIAL_LABEL}={name}"
 
 
-def as_event_object(credential: Mapping[str, Any]) -> dict[str, Any]:
-    """The credential as an Event's involvedObject needs it (a watched body may lack apiVersion and kind)."""
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, **credential}
-
-
 def _failure_reason(error: KubeError) -> str:
     if error.status == 403:
         return "Forbidden"
@@ -561,4 +560,4 @@ def _minted_event(token: Token) -> tuple[str, str]:
     return "TokenRefreshed", f"Minted a token for {', '.join(token.hosts)}{until}."
 
 
-__all__ = ["HeldToken", "Outcome", "Reconciler", "Serving", "as_event_object", "refresh_time"]
+__all__ = ["HeldToken", "Outcome", "Reconciler", "Serving", "refresh_time"]

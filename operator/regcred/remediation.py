@@ -24,7 +24,7 @@ from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time
 from regcred.imageref import ImageRef
 from regcred.kube import KubeApi, KubeError
 from regcred.probe import Prober, ProbeResult
-from regcred.reconcile import Reconciler, Serving, as_event_object
+from regcred.reconcile import Reconciler, Serving
 from regcred.workloads import (
     KINDS,
     already_done,
@@ -54,6 +54,11 @@ class Target:
     @property
     def namespace(self) -> str:
         return str((self.body.get("metadata") or {}).get("namespace", ""))
+
+    @property
+    def api_version(self) -> str:
+        """Known from the kind: the body may come from a LIST, whose items carry no apiVersion or kind."""
+        return "v1" if self.kind == "Pod" else KINDS[self.kind].api
 
 
 class RateLimiter:
@@ -199,8 +204,8 @@ class Remediator:
         self.actions.append(f"{action} {target.kind} {target.namespace}/{target.name}")
         logger.info("%s", message)
         reason = "Remediated" if action != "DryRun" else "RemediationDryRun"
-        self._post(target.body, "Normal", reason, message, target.namespace)
-        self._post(as_event_object(serving.credential), "Normal", reason, message, self.settings.events_namespace)
+        self._post(target, "Normal", reason, message)
+        self._post_credential(serving, "Normal", reason, message)
         if action != "DryRun":
             metrics.REMEDIATIONS.labels(serving.name, action, str(decision.cause)).inc()
         entry = {"time": now, "namespace": target.namespace, "kind": target.kind, "name": target.name,
@@ -215,7 +220,7 @@ class Remediator:
 
     def _count_and_explain(self, target: Target, serving: Serving, decision: Decision, message: str, *,
                            event_reason: str) -> None:
-        self._post(target.body, "Warning", event_reason, message, target.namespace)
+        self._post(target, "Warning", event_reason, message)
         metrics.PULL_FAILURES.labels(serving.name, str(decision.cause)).inc()
         cause = str(decision.cause)
         self._update_status(serving.name, lambda status: {"pullFailures": {
@@ -230,10 +235,19 @@ class Remediator:
         except KubeError as error:
             logger.warning("Could not update %s's status: %s", credential, error.reason)
 
-    def _post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str, namespace: str) -> None:
+    def _post(self, target: Target, type_: str, reason: str, message: str) -> None:
+        """An Event on the workload (or bare pod), in its namespace; a failure is logged, never raised."""
         try:
-            self.kube.post_event(obj, type_=type_, reason=reason, message=message, namespace=namespace,
+            self.kube.post_event(target.body, api_version=target.api_version, kind=target.kind, type_=type_,
+                                 reason=reason, message=message, namespace=target.namespace,
                                  now=format_time(self.clock.now()))
+        except KubeError as error:
+            logger.warning("Could not post Event %s: %s", reason, error.reason)
+
+    def _post_credential(self, serving: Serving, type_: str, reason: str, message: str) -> None:
+        try:
+            self.reconciler.post_credential_event(serving.credential, type_, reason, message,
+                                                  format_time(self.clock.now()))
         except KubeError as error:
             logger.warning("Could not post Event %s: %s", reason, error.reason)
 

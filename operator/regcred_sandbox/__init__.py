@@ -5,6 +5,9 @@ It serves kopf, the official ``kubernetes`` client and ``kubectl`` over real HTT
 server's semantics: resourceVersions and 409 conflicts, watches from a resourceVersion (410 when
 too old), label and field selectors, the status subresource, strategic merge / merge / JSON
 patches, finalizers, namespace deletion, CRDs, Status errors, server-side Tables for kubectl.
+Like a real server, the items of a builtin's LIST carry no ``kind`` or ``apiVersion`` (only the
+List does; a custom resource's items keep theirs), and an Event's namespace is validated against
+its ``involvedObject`` (legacyValidateEvent in pkg/apis/core/validation/events.go).
 
 It is not a cluster. Known differences from a real API server:
 

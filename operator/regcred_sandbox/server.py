@@ -327,7 +327,7 @@ class ApiServer(kmock.KubernetesEmulator):
                            for obj in self._select(request, store)[0]]
                 return self._json({'kind': f'{store.kind}List', 'apiVersion': store.api_version(version),
                                    'metadata': {'resourceVersion': str(self._rv)},
-                                   'items': [store.present(obj, version) for obj in deleted]})
+                                   'items': [store.present_item(obj, version) for obj in deleted]})
             case _:
                 raise ApiError(405, f"the server does not allow this method on the requested resource: {request.path}")
 
@@ -476,7 +476,7 @@ class ApiServer(kmock.KubernetesEmulator):
             meta['continue'] = token
         head = dumps({'kind': f'{store.kind}List', 'apiVersion': store.api_version(request.version),
                        'metadata': meta})
-        items_json = b','.join(store.encode(obj, request.version) for obj in items)
+        items_json = b','.join(store.encode_item(obj, request.version) for obj in items)
         return self._raw_json(head[:-1] + b',"items":[' + items_json + b']}')
 
     # -- Watching -----------------------------------------------------------------------------
@@ -634,6 +634,23 @@ class ApiServer(kmock.KubernetesEmulator):
                     ],
                 }
 
+    def _validate(self, store: Store, obj: Obj) -> None:
+        """What the real server's validation rejects, for the few rules the emulator keeps."""
+        if store.group == '' and store.plural == 'events':
+            # legacyValidateEvent (pkg/apis/core/validation/events.go), which every core/v1 Event write passes:
+            # without eventTime, an involvedObject without a namespace only in "" or "default", otherwise in
+            # its own namespace; with eventTime, an involvedObject without a namespace only in "default" or
+            # "kube-system".
+            namespace = obj['metadata'].get('namespace', '')
+            involved = str((obj.get('involvedObject') or {}).get('namespace') or '')
+            if not obj.get('eventTime'):
+                wrong = namespace not in ('', 'default') if not involved else namespace != involved
+            else:
+                wrong = not involved and namespace not in ('default', 'kube-system')
+            if wrong:
+                raise self._invalid(store, obj['metadata']['name'], f'involvedObject.namespace: Invalid value: '
+                                                                    f'"{involved}": does not match event.namespace')
+
     def create_object(self, store: Store, namespace: str | None, body: Any, *, dry_run: bool = False) -> Obj:
         if not isinstance(body, dict) or not isinstance(body.get('metadata', {}), dict):
             raise ApiError(400, "the request body must be an object with metadata")
@@ -681,6 +698,7 @@ class ApiServer(kmock.KubernetesEmulator):
         if 'status' in store.subresources:
             obj.pop('status', None)  # status is only written through the /status subresource
         self._normalize(store, obj, creating=True)
+        self._validate(store, obj)
         if dry_run:
             return obj
         self._commit(store, obj, 'ADDED', None)
@@ -785,6 +803,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 raise self._invalid(store, name, 'metadata.finalizers: Forbidden: no new finalizers can be added '
                                                  'if the object is being deleted')
             self._normalize(store, result, creating=False)
+            self._validate(store, result)
 
         if result == old:  # a no-op write changes nothing, not even the resourceVersion
             return old

@@ -62,6 +62,7 @@ class Store:
     closed: bool = False
     _sorted: list[tuple[str, str]] | None = None
     _encoded: dict[tuple[str, str], tuple[Obj, bytes]] = dataclasses.field(default_factory=dict)
+    _encoded_items: dict[tuple[str, str], tuple[Obj, bytes]] = dataclasses.field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
@@ -95,6 +96,7 @@ class Store:
         names = self.objects.get(namespace, {})
         names.pop(meta['name'], None)
         self._encoded.pop((meta.get('namespace', ''), meta['name']), None)
+        self._encoded_items.pop((meta.get('namespace', ''), meta['name']), None)
         if not names:
             self.objects.pop(namespace, None)
         self._sorted = None
@@ -119,18 +121,33 @@ class Store:
             return obj
         return {**obj, 'apiVersion': self.api_version(version)}
 
+    def present_item(self, obj: Obj, version: str) -> Obj:
+        """The object as an item of a List: a builtin's items carry no kind or apiVersion (the List does);
+        a custom resource's items keep theirs, as the real server serves them."""
+        if self.custom:
+            return self.present(obj, version)
+        return without(obj, 'apiVersion', 'kind')
+
     def encode(self, obj: Obj, version: str) -> bytes:
         """The object's JSON, cached: stored objects never change, and lists re-send most of them."""
+        return self._encode(obj, version, item=False)
+
+    def encode_item(self, obj: Obj, version: str) -> bytes:
+        """The object's JSON as an item of a List (see present_item), cached like encode()."""
+        return self._encode(obj, version, item=True)
+
+    def _encode(self, obj: Obj, version: str, *, item: bool) -> bytes:
         if version != self.storage_version:
-            return dumps(self.present(obj, version))
+            return dumps(self.present_item(obj, version) if item else self.present(obj, version))
+        cache = self._encoded_items if item and not self.custom else self._encoded
         meta = obj['metadata']
         key = (meta.get('namespace', ''), meta['name'])
-        cached = self._encoded.get(key)
+        cached = cache.get(key)
         if cached is not None and cached[0] is obj:  # holding obj keeps its id() from being reused
             return cached[1]
-        encoded = dumps(obj)
+        encoded = dumps(self.present_item(obj, version) if item else obj)
         if self.get(key[0], key[1]) is obj:  # only current objects: deleted ones would leak
-            self._encoded[key] = (obj, encoded)
+            cache[key] = (obj, encoded)
         return encoded
 
 

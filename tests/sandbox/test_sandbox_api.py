@@ -307,6 +307,43 @@ def test_pagination(core: Any) -> None:
     assert not third.metadata._continue
 
 
+def test_list_items_carry_kind_only_for_custom_resources(cluster: EmulatedCluster, custom: Any) -> None:
+    """As a real server: a builtin's List has kind and apiVersion, its items do not; a custom resource's keep them."""
+    raw(cluster, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c"}})
+    custom.create_namespaced_custom_object("example.dev", "v1", "default", "gadgets", gadget("g"))
+    for path in ("/api/v1/namespaces/default/configmaps", "/api/v1/configmaps?limit=1"):
+        status, listed = raw(cluster, "GET", path)
+        assert status == 200 and (listed["kind"], listed["apiVersion"]) == ("ConfigMapList", "v1")
+        assert listed["items"] and all("kind" not in i and "apiVersion" not in i for i in listed["items"])
+    status, one = raw(cluster, "GET", "/api/v1/namespaces/default/configmaps/c")
+    assert status == 200 and (one["kind"], one["apiVersion"]) == ("ConfigMap", "v1")
+    status, listed = raw(cluster, "GET", "/apis/example.dev/v1/namespaces/default/gadgets")
+    assert status == 200 and [(i["kind"], i["apiVersion"]) for i in listed["items"]] == [("Gadget", "example.dev/v1")]
+
+
+@pytest.mark.parametrize(("namespace", "involved", "event_time", "accepted"), [
+    ("default", None, None, True),  # a cluster-scoped object's Event, the usual way
+    ("kube-public", None, None, False),  # ... anywhere else: its involvedObject must name that namespace
+    ("kube-public", "kube-public", None, True),
+    ("default", "kube-public", None, False),  # a namespaced object's Event goes to its own namespace
+    ("kube-system", None, "2026-01-01T00:00:00.000000Z", True),  # with eventTime: default or kube-system
+    ("kube-public", None, "2026-01-01T00:00:00.000000Z", False),
+])
+def test_event_namespaces_are_validated(cluster: EmulatedCluster, namespace: str, involved: str | None,
+                                        event_time: str | None, accepted: bool) -> None:
+    """legacyValidateEvent in Kubernetes' pkg/apis/core/validation/events.go."""
+    event: dict[str, Any] = {"metadata": {"name": "e"}, "reason": "Tested", "message": "m", "type": "Normal",
+                             "involvedObject": {"apiVersion": "example.dev/v1", "kind": "Widget", "name": "w"}}
+    if involved:
+        event["involvedObject"]["namespace"] = involved
+    if event_time:
+        event.update(eventTime=event_time, reportingComponent="tests", reportingInstance="tests", action="Test")
+    status, body = raw(cluster, "POST", f"/api/v1/namespaces/{namespace}/events", event)
+    assert (status == 201) == accepted, body
+    if not accepted:
+        assert status == 422 and "does not match event.namespace" in body["message"]
+
+
 # -- Deletion -------------------------------------------------------------------------------------
 
 

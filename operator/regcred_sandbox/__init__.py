@@ -9,7 +9,12 @@ patches, finalizers, namespace deletion, CRDs, Status errors, server-side Tables
 It is not a cluster. Known differences from a real API server:
 
 - no controllers (no pods behind deployments, no ServiceAccount token secrets, no garbage
-  collection by ownerReferences), no admission, no authentication or RBAC;
+  collection by ownerReferences, no ``default`` ServiceAccount in a new namespace), no
+  authentication or RBAC;
+- of admission, only the ServiceAccount plugin's pull-secret rule: a pod created without
+  ``imagePullSecrets`` gets its ServiceAccount's (``serviceAccountName`` defaults to ``default``);
+  unlike the plugin, a missing ServiceAccount is not refused and no token volume is mounted;
+  no other plugin (NamespaceLifecycle's 403 in a terminating namespace is emulated);
 - CRD schemas are not validated, defaulted or pruned; no conversion between versions
   (all served versions share one storage, only ``apiVersion`` differs);
 - namespace deletion runs synchronously (Terminating only while finalizers hold content),

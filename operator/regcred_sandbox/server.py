@@ -680,6 +680,8 @@ class ApiServer(kmock.KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_str(), generation=1)
         if 'status' in store.subresources:
             obj.pop('status', None)  # status is only written through the /status subresource
+        if store.group == '' and store.plural == 'pods':
+            self._admit_service_account(obj, namespace or '')
         self._normalize(store, obj, creating=True)
         if dry_run:
             return obj
@@ -689,6 +691,24 @@ class ApiServer(kmock.KubernetesEmulator):
         if store is self._crds:
             self._register_crd(obj)
         return obj
+
+    def _admit_service_account(self, pod: Obj, namespace: str) -> None:
+        """The one rule of the ServiceAccount admission plugin that the operator depends on: a pod created
+        without ``imagePullSecrets`` gets its ServiceAccount's (``default`` unless it names one); a pod that
+        lists any of its own keeps exactly those. Kubernetes: plugin/pkg/admission/serviceaccount/admission.go,
+        ``Admit`` (``if len(pod.Spec.ImagePullSecrets) == 0 { ... serviceAccount.ImagePullSecrets ... }``),
+        on create only. Unlike the plugin, a missing ServiceAccount is not refused (403) and no token volume
+        is mounted."""
+        spec = pod.get('spec')
+        if not isinstance(spec, dict):
+            return
+        spec['serviceAccountName'] = spec.get('serviceAccountName') or spec.get('serviceAccount') or 'default'
+        if spec.get('imagePullSecrets'):
+            return
+        account = self._stores['', 'serviceaccounts'].get(namespace, spec['serviceAccountName'])
+        names = [ref.get('name') for ref in (account or {}).get('imagePullSecrets') or [] if isinstance(ref, dict)]
+        if names:
+            spec['imagePullSecrets'] = [{'name': name} for name in names]
 
     @staticmethod
     def _valid_name(store: Store, name: str) -> bool:

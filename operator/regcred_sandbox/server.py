@@ -844,7 +844,10 @@ class ApiServer(kmock.KubernetesEmulator):
         meta = old['metadata']
         if meta.get('deletionTimestamp'):
             return old
-        if not meta.get('finalizers') and store is not self._namespaces:
+        # Pods are deleted gracefully: a real server first writes the deletionTimestamp (a MODIFIED event that
+        # watchers see), then removes a pod that no kubelet runs and no finalizer holds (a DELETED event).
+        graceful = store.group == '' and store.plural == 'pods'
+        if not meta.get('finalizers') and store is not self._namespaces and not graceful:
             return self._remove(store, old)
 
         marked = fresh(old)
@@ -852,6 +855,8 @@ class ApiServer(kmock.KubernetesEmulator):
         if store is self._namespaces:
             marked['status'] = {**(old.get('status') or {}), 'phase': 'Terminating'}
         self._commit(store, marked, 'MODIFIED', old)
+        if graceful and not meta.get('finalizers'):
+            return self._remove(store, marked)
         if store is self._namespaces:  # the namespace controller's job, done synchronously
             for other in list(self._stores.values()):
                 if other.namespaced:

@@ -64,6 +64,9 @@ def report(outcomes: list[Outcome], title: str) -> None:
     right = sum(outcome.category_right for outcome in outcomes)
     print(f"== {title}: {total} messages")
     print(f"category accuracy: {right}/{total} ({_percent(right, total)})")
+    missed = [outcome for outcome in outcomes if not outcome.category_right]
+    unknown = sum(outcome.verdict.category is Category.UNKNOWN for outcome in missed)
+    print(f"category misses: {len(missed)} ({unknown} came out unknown, {len(missed) - unknown} as a wrong category)")
     print()
     print(f"{'category':<24}{'count':>7}{'correct':>9}{'%':>8}")
     by_category: dict[Category, list[Outcome]] = collections.defaultdict(list)
@@ -104,7 +107,7 @@ def _shorten(text: str, limit: int = 160) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=pathlib.Path, default=CORPUS)
-    parser.add_argument("--split", choices=("tuning", "holdout", "all"), help="report only this split")
+    parser.add_argument("--split", choices=("tuning", "holdout", "blind", "all"), help="report only this split")
     args = parser.parse_args()
     try:
         outcomes = evaluate(load(args.corpus))

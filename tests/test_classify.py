@@ -54,7 +54,7 @@ def test_the_corpus_is_large_and_well_formed() -> None:
         assert entry["runtime"] in RUNTIMES
         assert entry["registry"] in REGISTRIES
         assert entry["source"].startswith("https://")
-        assert entry["split"] in {"tuning", "holdout"}
+        assert entry["split"] in {"tuning", "holdout", "blind"}
     assert len({(entry["message"], entry["reason"]) for entry in CORPUS}) == len(CORPUS), "duplicate entries"
 
 

@@ -6,7 +6,9 @@ percentage; how many misses came out ``unknown`` and how many as a wrong categor
 the ``ambiguous`` flag was right, and every entry it got wrong. The corpus has three splits:
 ``tuning`` (the messages the rules were written from), ``holdout`` (collected and labelled
 afterwards) and ``blind`` (103 messages from new sources, labelled before the classifier saw them);
-each is reported on its own, then all together.
+each is reported on its own, then all together. Last, how long one call takes on 100 KB messages:
+a real shape (a proxy's HTML page pasted into the error) and texts built to make a backtracking
+pattern go quadratic.
 
     .venv/bin/python bench/classifier_accuracy.py
     .venv/bin/python bench/classifier_accuracy.py --split blind
@@ -30,7 +32,9 @@ import argparse
 import collections
 import dataclasses
 import pathlib
+import statistics
 import sys
+import time
 from typing import Any
 
 import yaml
@@ -108,6 +112,36 @@ def report(outcomes: list[Outcome], title: str) -> None:
     print()
 
 
+# 100 KB messages: a real shape (a proxy's HTML page pasted into the error) and texts built to make a
+# backtracking regex go quadratic. classify() reads the first and last 4 KB, and its patterns are linear.
+_HTML_403 = (
+    'Failed to pull image "registry.example.com/team/app:1": rpc error: code = Unknown desc = Error response from '
+    "daemon: error parsing HTTP 403 response body: invalid character '<' looking for beginning of value: "
+    '"<html><head><title>403 Forbidden</title></head><body><p>'
+)
+LONG_MESSAGES = {
+    "html body (100 KB)": _HTML_403 + "x" * 100_000 + '</p></body></html>"',
+    "'desc = ' repeated": "rpc error: code = Unknown desc = " * 3_030,
+    "digits": "1" * 100_000,
+    "dotted hosts": "a." * 50_000,
+    "credentials list": "[" + "rpc error: code = Unknown desc = x, " * 2_780 + "]",
+    "anonymous token lead-ins": "failed to fetch anonymous token: " * 3_030,
+}
+
+
+def timing(runs: int = 5) -> None:
+    print("== time per classify() call, 100 KB messages (median of 5 runs)")
+    for name, message in LONG_MESSAGES.items():
+        took = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            verdict = classify(message, "ErrImagePull")
+            took.append(time.perf_counter() - start)
+        median = 1000 * statistics.median(took)
+        print(f"{name:<28}{len(message) // 1000:>5} KB{median:>9.1f} ms  {verdict.category.value}")
+    print()
+
+
 def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
@@ -133,6 +167,8 @@ def main() -> int:
                 report([outcome for outcome in outcomes if _split(outcome) == split], split)
         if args.split in (None, "all"):
             report(outcomes, "all")
+        if args.split is None:
+            timing()
     except BrokenPipeError:  # piped into head: the reader has seen enough
         sys.stdout = None
     return 0

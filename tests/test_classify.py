@@ -332,6 +332,65 @@ def test_never_raises(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Long and hostile messages: the text is someone else's (a registry's, a proxy's), so every call must
+# stay cheap whatever it contains. How long it takes is printed by bench/classifier_accuracy.py; here
+# the timeout only keeps a regression from hanging the suite.
+
+HTML_403 = (
+    'Failed to pull image "registry.example.com/team/app:1": rpc error: code = Unknown desc = Error response from '
+    "daemon: error parsing HTTP 403 response body: invalid character '<' looking for beginning of value: "
+    '"<html><head><title>403 Forbidden</title></head><body>'
+)
+
+
+@pytest.mark.timeout(10)
+def test_a_100_kb_message_is_read_at_its_start_and_its_end() -> None:
+    body = "<p>" + "x" * 100_000 + "</p>"
+    verdict = classify(HTML_403 + body + '</body></html>"', "ErrImagePull")
+    assert (verdict.category, verdict.image) == (Category.FORBIDDEN, "registry.example.com/team/app:1")
+    tail_only = "padding " * 12_500 + 'failed to resolve reference "ghcr.io/acme/app:2": ghcr.io/acme/app:2: not found'
+    assert classify(tail_only).category is Category.NOT_FOUND
+    middle_only = "padding " * 6_250 + "manifest unknown " + "padding " * 6_250
+    assert classify(middle_only).category is Category.UNKNOWN  # the middle of a long message is not read
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "message",
+    [
+        "rpc error: code = Unknown desc = " * 3_000,
+        "1" * 100_000,
+        "a." * 50_000,
+        "a-" * 50_000,
+        "-." * 50_000,
+        "x" * 100_000 + ":",
+        "[" + "rpc error: code = Unknown desc = x, " * 2_800 + "]",
+        "failed to fetch anonymous token: " * 3_000,
+        "requesting bearer token: " * 4_000,
+        "docker://a" * 10_000,
+        "https://h/v2/" * 8_000,
+        "a: not founda" * 8_000,
+    ],
+    ids=[
+        "desc",
+        "digits",
+        "dotted-hosts",
+        "dashes",
+        "dash-dots",
+        "no-colon-till-the-end",
+        "credentials",
+        "anonymous-token",
+        "bearer-token",
+        "docker-urls",
+        "registry-urls",
+        "not-found-glued",
+    ],
+)
+def test_pathological_messages_are_classified_not_hung_on(message: str) -> None:
+    assert classify(message) == Classification(Category.UNKNOWN, False, "", None)
+
+
+# ---------------------------------------------------------------------------------------------
 # The image a message is about.
 
 

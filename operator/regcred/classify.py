@@ -10,6 +10,9 @@ never a bare status number, and are checked in a fixed order, most specific firs
 
 How a message is read:
 
+* Only its first and last 4 KB: real messages are far shorter, the cause sits at either end, and the
+  cost of a call stays bounded whatever a registry or a proxy put in the middle. Every pattern is
+  linear in what it reads (anchored at token starts, possessive where it cannot need to give back).
 * The text after the last ``desc =`` is the runtime's own error; the gRPC code before it
   (``code = NotFound``) is not evidence: containerd says ``NotFound`` for a platform mismatch.
 * When the kubelet tried several credentials it joins their errors in ``[..., ...]``; each is
@@ -105,6 +108,15 @@ def _rule(category: Category, regex: str, *, ambiguous: bool = False, scrubbed: 
     return _Rule(category, re.compile(regex, re.IGNORECASE | re.MULTILINE), ambiguous, scrubbed)
 
 
+def _status_after(lead: str, status: str) -> str:
+    """``lead``, then ``status`` as a word later on the same line.
+
+    The search from one ``lead`` stops at the next, so a line that repeats ``lead`` without a status is
+    read once, not once per repetition.
+    """
+    return rf"{lead}(?:(?!{lead})[^\n])*?\b(?:{status})\b"
+
+
 _C = Category
 # First match wins: local and definite causes first, then the network, then what the registry said.
 _RULES: tuple[_Rule, ...] = (
@@ -188,11 +200,13 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.FORBIDDEN, r"permission denied for \S+ from request"),
     _rule(_C.FORBIDDEN, r"\bis not allowed access\b"),  # ACR firewall
     # A token endpoint refused us. Anonymous means no credential was sent: missing or private.
-    _rule(_C.UNAUTHORIZED, r"failed to fetch anonymous token: [^\n]*?\b(?:401|403)\b", ambiguous=True, scrubbed=True),
-    _rule(_C.UNAUTHORIZED, r"failed to fetch oauth token: [^\n]*?\b401\b", scrubbed=True),
-    _rule(_C.FORBIDDEN, r"failed to fetch oauth token: [^\n]*?\b403\b", scrubbed=True),
-    _rule(_C.FORBIDDEN, r"requesting bearer token: [^\n]*?\b403\b", ambiguous=True, scrubbed=True),
-    _rule(_C.UNAUTHORIZED, r"requesting bearer token: [^\n]*?\b401\b", ambiguous=True, scrubbed=True),
+    _rule(
+        _C.UNAUTHORIZED, _status_after("failed to fetch anonymous token: ", "401|403"), ambiguous=True, scrubbed=True
+    ),
+    _rule(_C.UNAUTHORIZED, _status_after("failed to fetch oauth token: ", "401"), scrubbed=True),
+    _rule(_C.FORBIDDEN, _status_after("failed to fetch oauth token: ", "403"), scrubbed=True),
+    _rule(_C.FORBIDDEN, _status_after("requesting bearer token: ", "403"), ambiguous=True, scrubbed=True),
+    _rule(_C.UNAUTHORIZED, _status_after("requesting bearer token: ", "401"), ambiguous=True, scrubbed=True),
     # Registry wordings.
     _rule(_C.UNAUTHORIZED, r"access to the requested resource is not authorized", ambiguous=True),  # Quay
     _rule(_C.UNAUTHORIZED, r"unauthorized to access repository"),  # Harbor
@@ -230,7 +244,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.NOT_FOUND, r"could not fetch content descriptor"),
     _rule(_C.NOT_FOUND, r"\b404 not found\b", scrubbed=True),
     _rule(_C.NOT_FOUND, r"\bstatus(?: code)?:? 404\b", scrubbed=True),
-    _rule(_C.NOT_FOUND, r"\S+: not found(?=\s*$|\\?\")"),  # containerd: ...reference "x": x: not found
+    _rule(_C.NOT_FOUND, r"(?<!\S)\S+: not found(?=\s*$|\\?\")"),  # containerd: ...reference "x": x: not found
     # The registry failed.
     _rule(
         _C.REGISTRY_SERVER_ERROR,
@@ -280,23 +294,40 @@ _DESC = "desc = "
 _NEXT_RPC_ERROR = re.compile(r",\s*(?=rpc error: code = )")
 
 # Blanked before any status number is looked for; evidence shows the blanks as an ellipsis.
+# Each starts only where a token starts (the lookbehinds) and never gives back what it consumed
+# (possessive quantifiers), so a long run without the character it needs is read once, not once per
+# position: a 100 KB token of digits or dotted names costs linear time, not quadratic.
 _ELIDED = "…"
 _SCRUB = (
-    re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE),  # URLs
-    re.compile(r"[^\s\"']*[/@][^\s\"']*"),  # anything with a path or a digest: references, hosts/paths
-    re.compile(r"[^\s\"':]+:(?=[^\s\"'])[^\s\"']+"),  # name:tag, algorithm:hex, host:port
-    re.compile(r"\b(?:[a-z0-9-]+\.)+[a-z0-9-]+\b", re.IGNORECASE),  # bare hosts, IPs, versions
-    re.compile(r"\b[0-9a-f]{12,}\b", re.IGNORECASE),  # ids and digests without an algorithm
+    re.compile(r"(?<![\w+.-])[a-z][a-z0-9+.-]*+://[^\s\"'<>]++", re.IGNORECASE),  # URLs
+    re.compile(r"(?<![^\s\"'])[^\s\"'/@]*+[/@][^\s\"']*+"),  # anything with a path or a digest: references, hosts/paths
+    re.compile(r"(?<![^\s\"':])[^\s\"':]++:(?=[^\s\"'])[^\s\"']++"),  # name:tag, algorithm:hex, host:port
+    re.compile(r"(?<![\w-])\b(?:[a-z0-9-]++\.)+[a-z0-9-]+\b", re.IGNORECASE),  # bare hosts, IPs, versions
+    re.compile(r"\b[0-9a-f]{12,}+\b", re.IGNORECASE),  # ids and digests without an algorithm
     re.compile(r"\d{5,}"),  # account and project numbers
 )
+
+
+# What is read of a message: its first and its last 4 KB. A kubelet message is short (the longest of
+# the real ones in tests/data/pull_failures.yaml is under 900 characters); a longer one carries someone
+# else's output pasted in, such as a proxy's HTML page after "error parsing HTTP 403 response body" or a
+# long list of per-credential errors, and the cause is stated at the start (the kubelet's and the
+# runtime's wrapping, the registry's status line) or at the end (the runtime's own error after the last
+# "desc ="). Dropping the middle bounds the cost of every call however long the message is: the operator
+# classifies each stuck container it sees in a watch, and a message is text a registry or a proxy chose.
+# The newline around the mark keeps a phrase from being read across the cut.
+_HEAD = 4096
+_TAIL = 4096
+_CUT = "\n…\n"
 
 
 def classify(message: str, reason: str | None = None) -> Classification:
     """Classify one kubelet message (a waiting message or an Event message) and its reason.
 
-    Never raises; a message with nothing recognisable is :attr:`Category.UNKNOWN`.
+    Never raises; a message with nothing recognisable is :attr:`Category.UNKNOWN`. Only the first and
+    last 4 KB of a longer message are read.
     """
-    text = message or ""
+    text = _bounded(message or "")
     image = extract_image(text)
     reason = (reason or "").strip()
     if reason in _DECISIVE_REASONS:
@@ -309,6 +340,12 @@ def classify(message: str, reason: str | None = None) -> Classification:
     if best.category is Category.UNKNOWN and reason in _FALLBACK_REASONS:
         return Classification(_FALLBACK_REASONS[reason], False, f"reason {reason}", image)
     return dataclasses.replace(best, image=image)
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= _HEAD + len(_CUT) + _TAIL:
+        return text
+    return text[:_HEAD] + _CUT + text[-_TAIL:]
 
 
 def _parts(message: str) -> list[str]:
@@ -366,7 +403,7 @@ _PLAIN_REFS: Sequence[re.Pattern[str]] = (
     re.compile(r"pull access denied for (?P<ref>[^,\s]+),"),
     re.compile(r"manifest for (?P<ref>\S+) not found"),
     re.compile(r"image pull failed for (?P<ref>[^,\s]+),"),
-    re.compile(r"docker://(?P<ref>\S+?):\s"),
+    re.compile(r"(?<![^\s\"'])docker://(?P<ref>\S+?):\s"),
     re.compile(r"failed to resolve ref (?P<ref>\S+?):\s"),
     re.compile(r"repository (?P<ref>\S+) not found"),
     re.compile(r"^\\?\"(?P<ref>[^\"\\\s]+)\\?\":"),
@@ -374,13 +411,14 @@ _PLAIN_REFS: Sequence[re.Pattern[str]] = (
 )
 _READING_MANIFEST = re.compile(r"reading manifest (?P<ref>\S+) in (?P<repo>\S+?):\s", re.IGNORECASE)
 _MANIFEST_URL = re.compile(
-    r"https?://(?P<host>[^/\s\"]+)/v2/(?P<repo>\S+?)/manifests/(?P<ref>sha256:[0-9a-f]{64}|\w[\w.-]*)"
+    r"(?<![\w/.:-])https?://(?P<host>[^/\s\"]+)/v2/(?P<repo>\S+?)/manifests/(?P<ref>sha256:[0-9a-f]{64}|\w[\w.-]*)"
 )
 _DOCKER_HUB_API_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io"})
 
 
 def extract_image(message: str) -> str | None:
     """The image reference a message is about, as written there, or ``None``."""
+    message = _bounded(message)
     for quoted in _QUOTED_REF.finditer(message):
         if _plausible(quoted.group("ref")):
             return quoted.group("ref")

@@ -23,7 +23,8 @@ denied" as ``forbidden`` instead of the mirror's "manifest unknown"). The ``ambi
 for 100/103 (3/5 ambiguous entries flagged). Per category, correct/total: not_found 8/10,
 unauthorized 14/15, forbidden 5/5, rate_limited 3/3, unreachable 16/18, tls 4/4,
 invalid_reference 0/5, platform 4/6, secret_missing 0/0, registry_server_error 7/7, other 2/24,
-unknown 6/6. The rules were changed only after this run, so the blind split is no longer blind.
+unknown 6/6. The rules were changed only after this run, one rule per family of wording rather than
+per message (see the corpus header), so the blind split is no longer blind.
 """
 
 from __future__ import annotations

@@ -221,6 +221,46 @@ def test_of_several_credentials_tried_the_most_informative_answer_wins() -> None
     assert classify(message).category is Category.UNAUTHORIZED
 
 
+def test_with_mirrors_the_registrys_own_error_decides() -> None:
+    # containers/image: "(Mirrors also failed: [mirror: error]\n[mirror: error]): registry: error"
+    mirrors = (
+        "rpc error: code = Unknown desc = initializing source docker://quay.io/acme/app:1: (Mirrors also failed: "
+        "[mirror.example.com/acme/app:1: manifest unknown]\n[cache.example.com/acme/app:1: manifest unknown])"
+    )
+    registry = ": quay.io/acme/app:1: unauthorized: access to the requested resource is not authorized"
+    verdict = classify(mirrors + registry)
+    assert (verdict.category, verdict.ambiguous) == (Category.UNAUTHORIZED, True)
+    assert classify(mirrors).category is Category.NOT_FOUND  # the registry's own error was cut off
+
+
+def test_the_back_off_message_carries_the_pull_error_from_kubernetes_1_32() -> None:
+    # pkg/kubelet/images/image_manager.go appends the previous pull's "<reason>: <message>" (#127918).
+    cause = (
+        'ErrImagePull: failed to pull and unpack image "ghcr.io/acme/app:1": failed to resolve reference '
+        '"ghcr.io/acme/app:1": failed to authorize: failed to fetch oauth token: unexpected status from GET '
+        "request to https://ghcr.io/token?scope=repository%3Aacme%2Fapp%3Apull: 403 Forbidden"
+    )
+    verdict = classify(f'Back-off pulling image "ghcr.io/acme/app:1": {cause}', "ImagePullBackOff")
+    assert (verdict.category, verdict.image) == (Category.FORBIDDEN, "ghcr.io/acme/app:1")
+    assert classify('Back-off pulling image "ghcr.io/acme/app:1"', "BackOff").category is Category.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        'Failed to pull image "appscode/kubed:v0.11.0": rpc error: code = Unknown desc = failed to pull and unpack '
+        'image "docker.io/appscode/kubed:v0.11.0": failed to unpack image on snapshotter overlayfs: content digest '
+        "sha256:6e02c8465a9200baea2c07f4d7a9e423c17046f271b95be1e70c4bb94464e0af: not found",
+        "pulling image: rpc error: code = Unknown desc = Source image rejected: Required email wrong@mail.com not "
+        'found (got []string{"sgrunert@redhat.com"})',
+        "Forbidden: this image is prohibited by policy: only images imported into the registry are allowed",
+    ],
+    ids=["unpacking-not-found", "signature-not-found", "policy-forbidden"],
+)
+def test_not_found_and_forbidden_said_by_the_node_or_a_policy_are_not_the_registrys(message: str) -> None:
+    assert classify(message).category is Category.OTHER
+
+
 # ---------------------------------------------------------------------------------------------
 # Missing or private?
 

@@ -311,9 +311,9 @@ _RULES: tuple[_Rule, ...] = (
         scrubbed=True,
     ),
     # Last resorts.
-    _rule(_C.UNREACHABLE, r"unable to ping registry endpoint|pinging (?:container|docker) registry"),
     _rule(_C.UNAUTHORIZED, r"\bunauthorized\b"),
     _rule(_C.FORBIDDEN, r"\bforbidden\b"),
+    _rule(_C.UNREACHABLE, r"unable to ping registry endpoint|pinging (?:container|docker) registry"),
 )
 
 # Waiting or event reasons that decide by themselves.

@@ -111,6 +111,14 @@ def _recorded(workload: Mapping[str, Any], credential: str, revision: str, stamp
     return json.dumps(done, sort_keys=True)
 
 
+def template_pull_secrets(workload: Mapping[str, Any]) -> list[str]:
+    """The imagePullSecrets a workload's pod template lists (what its next pods start with, before admission)."""
+    refs = (((workload.get("spec") or {}).get("template") or {}).get("spec") or {}).get("imagePullSecrets")
+    if not isinstance(refs, list):
+        return []
+    return [str(r["name"]) for r in refs[:100] if isinstance(r, Mapping) and r.get("name")]
+
+
 def ordered_ready(statefulset: Mapping[str, Any]) -> bool:
     """A StatefulSet whose rollout cannot pass a stuck pod (the default OrderedReady pod management)."""
     return ((statefulset.get("spec") or {}).get("podManagementPolicy") or "OrderedReady") == "OrderedReady"

@@ -33,7 +33,7 @@ from regcred.diagnosis import (
     served,
     stuck_containers,
 )
-from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time
+from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time, parse_time
 from regcred.imageref import ImageRef
 from regcred.kube import KubeApi, KubeError
 from regcred.probe import Prober, ProbeResult
@@ -191,10 +191,14 @@ class Remediator:
         secret = self.kube.read_namespaced("v1", "secrets", namespace, spec.secret_name) or {}
         in_place = ((secret.get("metadata") or {}).get("annotations") or {}).get(
             CONTENT_HASH_ANNOTATION) == serving.revision
+        # The revision reached this namespace when the operator made it, or when the Secret here was created
+        # (creationTimestamp is set by the API server; a Secret restored or a namespace selected later).
+        since = max(filter(None, (serving.since, parse_time((secret.get("metadata") or {}).get(
+            "creationTimestamp")))), default=None)
         return decide(pod, container, served_hosts=serving.token.hosts, secret_name=spec.secret_name,
                       account_pull_secrets=[r.get("name") for r in account.get("imagePullSecrets") or []],
                       secret_in_place=in_place, probe=lambda image: self._probe(serving, image), events=events,
-                      revision_since=serving.since, first_seen=seen.first_seen, failed_at=seen.failed_at,
+                      revision_since=since, first_seen=seen.first_seen, failed_at=seen.failed_at,
                       template_pull_secrets=template_pull_secrets(target.body) if target.kind != "Pod" else None)
 
     def _observe(self, uid: str, container: StuckContainer, now: datetime.datetime) -> Seen:

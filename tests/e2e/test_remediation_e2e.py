@@ -226,7 +226,7 @@ def test_a_pod_stuck_before_the_credential_gets_exactly_one_rollout(
     eventually(lambda: _assert(restarted(shop, "Deployment", "web")))
     assert REMEDIATED_ANNOTATION in read(shop, "Deployment", "web")["metadata"]["annotations"]
     eventually(lambda: _assert(shop.events("Remediated")))
-    status = shop.credential("private")["status"]
+    status = eventually(lambda: _with(shop.credential("private")["status"], "remediations"))
     assert status["remediations"][0]["kind"] == "Deployment"
     assert status["remediations"][0]["action"] == "RolloutRestart"
     assert status["remediations"][0]["reason"] == "unauthorized"
@@ -259,7 +259,8 @@ def test_a_pre_1_32_back_off_is_diagnosed_from_the_pods_failed_events(
     apply(shop, registry)
 
     eventually(lambda: _assert(restarted(shop, "Deployment", "web")))
-    assert shop.credential("private")["status"]["remediations"][0]["reason"] == "unauthorized"
+    eventually(lambda: _equal(shop.credential("private")["status"].get("remediations", [{}])[0].get("reason"),
+                              "unauthorized"))
     eventually(lambda: _assert(shop.events("RestartWouldNotHelp")))
     (event,) = shop.events("RestartWouldNotHelp")
     assert event.involved_object.name == "api"
@@ -277,7 +278,8 @@ def test_the_1_32_back_off_message_carries_the_cause(
               reason="ImagePullBackOff", error="")  # no Event left: the status says it all
     apply(shop, registry)
     eventually(lambda: _assert(restarted(shop, "Deployment", "web")))
-    assert shop.credential("private")["status"]["remediations"][0]["reason"] == "unauthorized"
+    eventually(lambda: _equal(shop.credential("private")["status"].get("remediations", [{}])[0].get("reason"),
+                              "unauthorized"))
 
 
 def rejected_credential(shop: Cluster, operator: OperatorFactory, registry: Registry) -> dict[str, Any]:
@@ -444,6 +446,11 @@ def test_delete_pods_deletes_only_stuck_controller_owned_pods(
     eventually(lambda: _assert(shop.events("NotRemediated")))  # the bare pod: reported, never deleted
     assert {"web-healthy", "bare"} <= shop.pod_names(NS)
     assert restarted(shop, "Deployment", "web") is None  # DeletePods does not roll the Deployment
+
+
+def _with(status: dict[str, Any], key: str) -> dict[str, Any]:
+    assert key in status, status
+    return status
 
 
 def _status_is(condition: dict[str, Any], status: str) -> dict[str, Any]:

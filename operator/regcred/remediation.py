@@ -44,7 +44,7 @@ from regcred.workloads import (
     already_done,
     controller_of,
     opted_out,
-    ordered_ready,
+    plan,
     record_patch,
     rollout_patch,
     template_pull_secrets,
@@ -120,6 +120,7 @@ class Remediator:
         self._decided: dict[tuple[str, str, str, str, str], tuple[Decision, datetime.datetime]] = {}
         self._probed: dict[tuple[str, str, str], tuple[ProbeResult, datetime.datetime]] = {}
         self._rejections: dict[str, tuple[str, list[str]]] = {}  # credential: (revision, pods that failed with it)
+        self._noted: set[tuple[str, ...]] = set()
         self._seen_lock = threading.Lock()
         self._lock = threading.Lock()
         self.actions: list[str] = []  # what was done, for tests and logs ("RolloutRestart Deployment shop/web")
@@ -294,16 +295,30 @@ class Remediator:
         spec, now = serving.spec, self.clock.now()
         where = f"{target.kind} {target.namespace}/{target.name}"
         namespace = self.kube.read_namespace(target.namespace)
+        news = self._first_time((spec.name, serving.revision, target.kind, target.namespace, target.name))
         if spec.remediation_strategy == "None" or opted_out(target.body, namespace):
-            self._count_and_explain(target, serving, decision, f"{decision.why} Remediation is turned off for "
-                                    f"{where}; restart it to use the fresh credential.", event_reason="NotRemediated")
+            if news:
+                self._count_and_explain(target, serving, decision, f"{decision.why} Remediation is turned off for "
+                                        f"{where}; restart it to use the fresh credential.",
+                                        event_reason="NotRemediated")
             return
         if target.kind == "Pod":
-            self._explain(target, serving, decision, reason="NotRemediated", message=(
-                f"{decision.why} The pod has no controller to recreate it, so regcred-operator does not delete "
-                "it; delete and recreate it to use the fresh credential."))
+            if news:
+                self._explain(target, serving, decision, reason="NotRemediated", message=(
+                    f"{decision.why} The pod has no controller to recreate it, so regcred-operator does not "
+                    "delete it; delete and recreate it to use the fresh credential."))
             return
-        skip = already_done(target.body, spec.name, serving.revision, now, spec.remediation_cooldown)
+        how = plan(target.kind, target.body, pod, spec.remediation_strategy)
+        if how.action is None:  # deleting the stuck pod would do harm (a Job without retries to spare)
+            if news:
+                self._count_and_explain(target, serving, decision, f"{decision.why} {how.note}",
+                                        event_reason="NotRemediated")
+            return
+        pod_uid = str((pod.get("metadata") or {}).get("uid", ""))
+        if how.delete_pod and ("deleted", pod_uid) in self._noted:
+            return  # this very pod was deleted already (the sweep and the watch can both bring it)
+        skip = already_done(target.body, spec.name, serving.revision, now, spec.remediation_cooldown,
+                            per_pod=how.action == "DeletePods")
         if skip is not None:
             logger.debug("Not remediating %s again: %s.", where, skip)
             return
@@ -312,12 +327,12 @@ class Remediator:
                            self.settings.remediations_per_minute)
             return
         kind = KINDS[target.kind]
-        if spec.remediation_strategy == "DeletePods" or not kind.rollout:  # a Job's template is immutable
-            action, delete = "DeletePods", True
-        else:  # an OrderedReady StatefulSet cannot roll past a stuck pod: that pod goes as well
-            action, delete = "RolloutRestart", target.kind == "StatefulSet" and ordered_ready(target.body)
+        action, delete = how.action, how.delete_pod
+        note = f" {how.note}" if how.note else ""
         if spec.remediation_dry_run:
-            self._record(target, serving, "DryRun", decision, f"Would {_verb(action)} {where}: {decision.why}")
+            self._record(target, serving, "DryRun", decision, f"Would {_verb(action)} {where}: {decision.why}{note}")
+            return
+        if delete and not self._first_time(("deleted", pod_uid)):
             return
         pod_meta = pod.get("metadata") or {}
         if action == "RolloutRestart":
@@ -331,7 +346,17 @@ class Remediator:
         detail = " and deleted its stuck pod" if delete and action == "RolloutRestart" else ""
         self._record(target, serving, action, decision,
                      f"{'Restarted' if action == 'RolloutRestart' else 'Deleted the stuck pod of'} {where}{detail} "
-                     f"to use the fresh credential of RegistryCredential {spec.name}: {decision.why}")
+                     f"to use the fresh credential of RegistryCredential {spec.name}: {decision.why}{note}")
+
+    def _first_time(self, key: tuple[str, ...]) -> bool:
+        """Whether this is news (one Event per workload and revision, not one per pod status update)."""
+        with self._seen_lock:
+            if key in self._noted:
+                return False
+            if len(self._noted) > 10_000:
+                self._noted.clear()
+            self._noted.add(key)
+            return True
 
     def _record(self, target: Target, serving: Serving, action: str, decision: Decision, message: str) -> None:
         now = format_time(self.clock.now())

@@ -66,15 +66,21 @@ def apply(shop: Cluster, registry: Registry, **remediation: Any) -> None:
 
 def workload(shop: Cluster, kind: str, name: str, image: str, *, template_secrets: tuple[str, ...] = (),
              **spec: Any) -> dict[str, Any]:
-    plural = {"Deployment": "deployments", "StatefulSet": "statefulsets"}[kind]
+    api, plural = PATHS[kind]
     pod_spec: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
     if template_secrets:
         pod_spec["imagePullSecrets"] = [{"name": n} for n in template_secrets]
-    body = {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": NS, "annotations": {}},
-            "spec": {"selector": {"matchLabels": {"app": name}}, **spec,
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec}}}
-    created: dict[str, Any] = shop.api_request("POST", f"/apis/apps/v1/namespaces/{NS}/{plural}", body)
+    selector = {"selector": {"matchLabels": {"app": name}}} if kind != "Job" else {}
+    if kind == "Job":
+        pod_spec["restartPolicy"] = "Never"
+    body = {"apiVersion": api, "kind": kind, "metadata": {"name": name, "namespace": NS, "annotations": {}},
+            "spec": {**selector, **spec, "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec}}}
+    created: dict[str, Any] = shop.api_request("POST", f"/apis/{api}/namespaces/{NS}/{plural}", body)
     return created
+
+
+PATHS = {"Deployment": ("apps/v1", "deployments"), "StatefulSet": ("apps/v1", "statefulsets"),
+         "DaemonSet": ("apps/v1", "daemonsets"), "Job": ("batch/v1", "jobs")}
 
 
 def stuck_pod(shop: Cluster, owner: dict[str, Any], image: str, message: str, *, via_replicaset: bool = True,
@@ -136,8 +142,8 @@ def _next_pod(shop: Cluster, owner: dict[str, Any]) -> dict[str, Any]:
     try:
         return eventually(lambda: _unreported_pod(shop, app), timeout=5)
     except AssertionError:
-        plural = {"Deployment": "deployments", "StatefulSet": "statefulsets"}[owner["kind"]]
-        path = f"/apis/apps/v1/namespaces/{NS}/{plural}/{app}"
+        api, plural = PATHS[owner["kind"]]
+        path = f"/apis/{api}/namespaces/{NS}/{plural}/{app}"
         replicas = shop.api_request("GET", path)["spec"].get("replicas", 1)
         shop.api_request("PATCH", path, {"spec": {"replicas": replicas + 1}})
         return eventually(lambda: _unreported_pod(shop, app), timeout=20)
@@ -204,8 +210,8 @@ def unauthorized(registry: Registry, image: str) -> str:
 
 
 def read(shop: Cluster, kind: str, name: str) -> dict[str, Any]:
-    plural = {"Deployment": "deployments", "StatefulSet": "statefulsets"}[kind]
-    result: dict[str, Any] = shop.api_request("GET", f"/apis/apps/v1/namespaces/{NS}/{plural}/{name}")
+    api, plural = PATHS[kind]
+    result: dict[str, Any] = shop.api_request("GET", f"/apis/{api}/namespaces/{NS}/{plural}/{name}")
     return result
 
 
@@ -446,6 +452,78 @@ def test_delete_pods_deletes_only_stuck_controller_owned_pods(
     eventually(lambda: _assert(shop.events("NotRemediated")))  # the bare pod: reported, never deleted
     assert {"web-healthy", "bare"} <= shop.pod_names(NS)
     assert restarted(shop, "Deployment", "web") is None  # DeletePods does not roll the Deployment
+
+
+def test_a_job_without_retries_to_spare_is_not_made_to_fail(
+    shop: Cluster, operator: OperatorFactory, registry: Registry
+) -> None:
+    run_operator(operator, registry)
+    image = f"{registry.host}/{REPO}:{TAG}"
+    migrate = workload(shop, "Job", "migrate", image, backoffLimit=0)
+    pod = stuck_pod(shop, migrate, image, unauthorized(registry, image), via_replicaset=False)
+    apply(shop, registry)
+
+    eventually(lambda: _assert(shop.events("NotRemediated")))
+    (event,) = shop.events("NotRemediated")
+    assert event.involved_object.kind == "Job"
+    assert "spec.backoffLimit 0" in event.message and "could make the Job fail" in event.message
+    time.sleep(1)
+    assert pod["metadata"]["name"] in shop.pod_names(NS)  # not deleted
+    conditions = read(shop, "Job", "migrate").get("status", {}).get("conditions") or []
+    assert not [c for c in conditions if c["type"] in ("Failed", "FailureTarget") and c["status"] == "True"]
+
+
+def test_a_job_with_retries_to_spare_gets_its_stuck_pod_replaced(
+    shop: Cluster, operator: OperatorFactory, registry: Registry
+) -> None:
+    run_operator(operator, registry)
+    image = f"{registry.host}/{REPO}:{TAG}"
+    migrate = workload(shop, "Job", "migrate", image)  # backoffLimit 6 by default
+    pod = stuck_pod(shop, migrate, image, unauthorized(registry, image), via_replicaset=False)
+    apply(shop, registry)
+    eventually(lambda: pod_replaced(shop, pod))
+    eventually(lambda: _assert(shop.events("Remediated")))
+
+
+def test_an_on_delete_daemonset_gets_its_stuck_pod_deleted(
+    shop: Cluster, operator: OperatorFactory, registry: Registry
+) -> None:
+    if shop.real:  # the DaemonSet controller makes a pod for each node: one node object (no kubelet)
+        shop.api_request("POST", "/api/v1/nodes", {"apiVersion": "v1", "kind": "Node",
+                                                    "metadata": {"name": "node-1"}})
+        # The NodeTaint admission plugin (plugin/pkg/admission/nodetaint) taints a new node not-ready:NoSchedule,
+        # which daemon pods do not tolerate; with no kubelet to make it ready, the test lifts it.
+        shop.api_request("PATCH", "/api/v1/nodes/node-1", {"spec": {"taints": None}})
+    run_operator(operator, registry)
+    image = f"{registry.host}/{REPO}:{TAG}"
+    agent = workload(shop, "DaemonSet", "agent", image, updateStrategy={"type": "OnDelete"})
+    pod = stuck_pod(shop, agent, image, unauthorized(registry, image), via_replicaset=False)
+    apply(shop, registry)
+
+    eventually(lambda: pod_replaced(shop, pod))
+    eventually(lambda: _assert(shop.events("Remediated")))
+    (event,) = [e for e in shop.events("Remediated") if e.involved_object.kind == "DaemonSet"]
+    assert "OnDelete" in event.message and "the DaemonSet recreates it" in event.message
+    assert restarted(shop, "DaemonSet", "agent") is None  # no template change: it would replace nothing
+
+
+def test_a_paused_deployment_gets_its_stuck_pod_deleted(
+    shop: Cluster, operator: OperatorFactory, registry: Registry
+) -> None:
+    run_operator(operator, registry)
+    image = f"{registry.host}/{REPO}:{TAG}"
+    web = workload(shop, "Deployment", "web", image)
+    pod = stuck_pod(shop, web, image, unauthorized(registry, image))
+    # Paused after its ReplicaSet was made (a Deployment paused from the start makes none).
+    shop.api_request("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/web", {"spec": {"paused": True}})
+    apply(shop, registry)
+
+    eventually(lambda: pod_replaced(shop, pod))
+    eventually(lambda: _assert(shop.events("Remediated")))
+    assert "paused" in shop.events("Remediated")[0].message
+    assert restarted(shop, "Deployment", "web") is None
+    if shop.real:  # the ReplicaSet made a new pod, though the Deployment is paused
+        eventually(lambda: _unreported_pod(shop, "web"), timeout=20)
 
 
 def _with(status: dict[str, Any], key: str) -> dict[str, Any]:

@@ -28,6 +28,10 @@ PULL_FAILURES = prom.Counter(
     "regcred_pull_failures_total", "Pods stuck pulling from a credential's registries, by diagnosed cause.",
     ["credential", "cause"])
 
+REMEDIATIONS_INEFFECTIVE = prom.Counter(
+    "regcred_remediations_ineffective_total",
+    "Rollouts after which the stuck pod they were for was still there (see the RemediationIneffective Events).",
+    ["credential"])
 CREDENTIAL_REJECTED = prom.Gauge(
     "regcred_credential_rejected",
     "1 while pods fail with the credential in place and a probe with it is refused too (a bad credential), else 0.",

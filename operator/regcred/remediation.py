@@ -55,6 +55,9 @@ logger = logging.getLogger("regcred")
 MAX_REMEDIATIONS_IN_STATUS = 20
 DECISION_MEMORY = datetime.timedelta(minutes=10)  # the kubelet's image back-off tops out at 5 minutes
 PROBE_MEMORY = datetime.timedelta(minutes=1)
+# A rolled workload's stuck pod still there this long after the rollout: the rollout did not take effect
+# (a Deployment's default progressDeadlineSeconds is 600).
+EFFECT_GRACE = datetime.timedelta(minutes=10)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +124,9 @@ class Remediator:
         self._probed: dict[tuple[str, str, str], tuple[ProbeResult, datetime.datetime]] = {}
         self._rejections: dict[str, tuple[str, list[str]]] = {}  # credential: (revision, pods that failed with it)
         self._noted: set[tuple[str, ...]] = set()
+        # Pods whose workload was rolled for them, by (credential, pod uid): (when, the workload).
+        self._acted: dict[tuple[str, str], tuple[datetime.datetime, Target]] = {}
+        self.effect_grace = EFFECT_GRACE
         self._seen_lock = threading.Lock()
         self._lock = threading.Lock()
         self.actions: list[str] = []  # what was done, for tests and logs ("RolloutRestart Deployment shop/web")
@@ -148,6 +154,7 @@ class Remediator:
         spec = serving.spec
         stuck = stuck_containers(pod)
         now = self.clock.now()
+        self._check_effect(pod, serving, now)
         seen = {c.name: self._observe(uid, c, now) for c in stuck}
         target = self._target_of(pod)
         decisions = []
@@ -343,10 +350,36 @@ class Remediator:
                                        record_patch(target.body, spec.name, serving.revision, now))
         if delete:
             self.kube.delete_pod(pod_meta.get("namespace", ""), pod_meta.get("name", ""), pod_meta.get("uid"))
+        else:  # a rollout replaces the stuck pod only if it progresses: checked when the pod is seen again
+            with self._seen_lock:
+                if len(self._acted) > 10_000:
+                    self._acted.clear()
+                self._acted[(spec.name, pod_uid)] = (now, target)
         detail = " and deleted its stuck pod" if delete and action == "RolloutRestart" else ""
         self._record(target, serving, action, decision,
                      f"{'Restarted' if action == 'RolloutRestart' else 'Deleted the stuck pod of'} {where}{detail} "
                      f"to use the fresh credential of RegistryCredential {spec.name}: {decision.why}{note}")
+
+    def _check_effect(self, pod: Mapping[str, Any], serving: Serving, now: datetime.datetime) -> None:
+        """A pod whose workload was rolled for it, still stuck `effect_grace` later: the rollout did not replace
+        it (paused meanwhile, maxUnavailable, new pods not becoming ready...). Said once, on the workload and
+        the credential; nothing is done again for this revision."""
+        metadata = pod.get("metadata") or {}
+        with self._seen_lock:
+            acted = self._acted.get((serving.name, str(metadata.get("uid", ""))))
+            if acted is None or now - acted[0] < self.effect_grace:
+                return
+            del self._acted[(serving.name, str(metadata.get("uid", "")))]
+        when, target = acted
+        message = (f"{target.kind} {target.namespace}/{target.name} was restarted at {format_time(when)} to use the "
+                   f"fresh credential of RegistryCredential {serving.name}, but its stuck pod "
+                   f"{metadata.get('namespace', '')}/{metadata.get('name', '')} is still there: the rollout did not "
+                   "replace it. Check `kubectl rollout status`, the update strategy and any PodDisruptionBudget, "
+                   "or delete the pod.")
+        logger.warning("%s", message)
+        metrics.REMEDIATIONS_INEFFECTIVE.labels(serving.name).inc()
+        self._post(target, "Warning", "RemediationIneffective", message)
+        self._post_credential(serving, "Warning", "RemediationIneffective", message)
 
     def _first_time(self, key: tuple[str, ...]) -> bool:
         """Whether this is news (one Event per workload and revision, not one per pod status update)."""

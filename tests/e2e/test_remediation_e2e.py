@@ -526,6 +526,28 @@ def test_a_paused_deployment_gets_its_stuck_pod_deleted(
         eventually(lambda: _unreported_pod(shop, "web"), timeout=20)
 
 
+def test_a_rollout_that_leaves_the_stuck_pod_in_place_is_reported(
+    shop: Cluster, operator: OperatorFactory, registry: Registry
+) -> None:
+    runtime = operator.start(settings=dataclasses.replace(TEST_SETTINGS,
+                                                          insecure_registries=frozenset({registry.host})))
+    runtime.remediator.effect_grace = datetime.timedelta(seconds=1)
+    image = f"{registry.host}/{REPO}:{TAG}"
+    web = workload(shop, "Deployment", "web", image)
+    pod = stuck_pod(shop, web, image, unauthorized(registry, image))
+    apply(shop, registry)
+    eventually(lambda: _assert(restarted(shop, "Deployment", "web")))
+
+    # No new pod becomes ready (nothing runs them here), so the rollout never removes the stuck one; the
+    # kubelet keeps retrying it.
+    time.sleep(1.5)
+    report(shop, pod, image, "ImagePullBackOff", backoff(image))
+    eventually(lambda: _assert(shop.events("RemediationIneffective")))
+    kinds = {e.involved_object.kind for e in shop.events("RemediationIneffective")}
+    assert kinds == {"Deployment", "RegistryCredential"}
+    assert "is still there" in shop.events("RemediationIneffective")[0].message
+
+
 def _with(status: dict[str, Any], key: str) -> dict[str, Any]:
     assert key in status, status
     return status

@@ -260,8 +260,8 @@ def test_a_pre_1_32_back_off_is_diagnosed_from_the_pods_failed_events(
     web, api = workload(shop, "Deployment", "web", image), workload(shop, "Deployment", "api", missing)
     # The status says only "Back-off pulling image"; the cause is in the pod's Failed Event.
     stuck_pod(shop, web, image, backoff(image), reason="ImagePullBackOff", error=unauthorized(registry, image))
-    stuck_pod(shop, api, missing, backoff(missing), reason="ImagePullBackOff",
-              error=f'rpc error: code = NotFound desc = failed to pull and unpack image "{missing}": not found')
+    gone = f'rpc error: code = NotFound desc = failed to pull and unpack image "{missing}": not found'
+    api_pod = stuck_pod(shop, api, missing, backoff(missing), reason="ImagePullBackOff", error=gone)
     apply(shop, registry)
 
     eventually(lambda: _assert(restarted(shop, "Deployment", "web")))
@@ -272,6 +272,12 @@ def test_a_pre_1_32_back_off_is_diagnosed_from_the_pods_failed_events(
     assert event.involved_object.name == "api"
     assert "v2 does not exist" in event.message
     assert restarted(shop, "Deployment", "api") is None
+    # The kubelet retries: ErrImagePull with the error, then the back-off again. One diagnosis, counted once.
+    report(shop, api_pod, missing, "ErrImagePull", gone)
+    report(shop, api_pod, missing, "ImagePullBackOff", backoff(missing))
+    time.sleep(1)
+    assert len(shop.events("RestartWouldNotHelp")) == 1
+    assert shop.credential("private")["status"]["pullFailures"] == {"not_found": 1}
 
 
 def test_the_1_32_back_off_message_carries_the_cause(

@@ -7,10 +7,13 @@ import json
 
 from regcred.workloads import (
     REMEDIATED_ANNOTATION,
+    Plan,
     already_done,
     controller_of,
     opted_out,
     ordered_ready,
+    plan,
+    record_patch,
     rollout_patch,
 )
 
@@ -56,3 +59,54 @@ def test_controllers_and_ordered_ready() -> None:
     assert controller_of({"metadata": {}}) is None
     assert ordered_ready({"spec": {}})
     assert not ordered_ready({"spec": {"podManagementPolicy": "Parallel"}})
+
+
+def job(**spec: object) -> dict[str, object]:
+    status = spec.pop("status", {})
+    return {"metadata": {"name": "migrate", "namespace": "shop"}, "spec": spec, "status": status}
+
+
+STUCK: dict[str, object] = {"metadata": {"name": "migrate-x1"}}
+
+
+def test_a_job_pod_is_deleted_only_with_retries_to_spare() -> None:
+    assert plan("Job", job(), STUCK, "RolloutRestart") == Plan("DeletePods", True, "")  # default backoffLimit 6
+    assert plan("Job", job(backoffLimit=6, status={"failed": 4}), STUCK, "RolloutRestart").action == "DeletePods"
+    for exhausted in (job(backoffLimit=0), job(backoffLimit=1), job(backoffLimit=6, status={"failed": 5})):
+        blocked = plan("Job", exhausted, STUCK, "RolloutRestart")
+        assert blocked.action is None and not blocked.delete_pod
+        assert "could make the Job fail" in blocked.note
+    finished = job(status={"conditions": [{"type": "Failed", "status": "True"}]})
+    assert "already finished" in plan("Job", finished, STUCK, "DeletePods").note
+
+
+def test_a_job_with_a_limit_per_index_counts_the_index_failures() -> None:
+    def pod(count: str) -> dict[str, object]:
+        return {"metadata": {"annotations": {"batch.kubernetes.io/job-index-failure-count": count}}}
+
+    per_index = job(backoffLimitPerIndex=3, completionMode="Indexed")
+    assert plan("Job", per_index, pod("1"), "RolloutRestart").action == "DeletePods"
+    assert plan("Job", per_index, pod("2"), "RolloutRestart").action is None
+    assert plan("Job", per_index, pod("lots"), "RolloutRestart").action is None  # unreadable: hands off
+
+
+def test_rollouts_that_roll_nothing_delete_the_stuck_pod_instead() -> None:
+    on_delete = {"spec": {"updateStrategy": {"type": "OnDelete"}}}
+    for kind in ("DaemonSet", "StatefulSet"):
+        how = plan(kind, on_delete, STUCK, "RolloutRestart")
+        assert (how.action, how.delete_pod) == ("DeletePods", True)
+        assert "OnDelete" in how.note and f"the {kind} recreates it" in how.note
+    paused = plan("Deployment", {"spec": {"paused": True}}, STUCK, "RolloutRestart")
+    assert (paused.action, paused.delete_pod) == ("DeletePods", True)
+    assert "paused" in paused.note
+    assert plan("Deployment", {"spec": {}}, STUCK, "RolloutRestart") == Plan("RolloutRestart", False, "")
+    assert plan("StatefulSet", {"spec": {}}, STUCK, "RolloutRestart") == Plan("RolloutRestart", True, "")
+    assert plan("DaemonSet", {"spec": {"updateStrategy": {"type": "RollingUpdate"}}}, STUCK,
+                "DeletePods") == Plan("DeletePods", True, "")
+
+
+def test_delete_pods_replaces_each_stuck_pod_of_a_revision_once() -> None:
+    done = deployment(**record_patch(deployment(), "ecr", "rev-1", NOW)["metadata"]["annotations"])
+    assert already_done(done, "ecr", "rev-1", NOW, COOLDOWN, per_pod=True) is None
+    assert already_done(done, "ecr", "rev-1", NOW, COOLDOWN) is not None
+    assert "cooldown" in (already_done(done, "ecr", "rev-2", NOW, COOLDOWN, per_pod=True) or "")

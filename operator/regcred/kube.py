@@ -226,6 +226,20 @@ class KubeApi:
             return self.list_all(_namespaced("pods", namespace), fieldSelector="status.phase=Pending")
         return self.list_namespaced_collection("pods", fieldSelector="status.phase=Pending")
 
+    def list_pod_failure_events(self, namespace: str, name: str, uid: str | None, limit: int = 50
+                                ) -> list[dict[str, Any]]:
+        """One pod's `Failed` Events (the kubelet's pull errors): one bounded page, selected by the server.
+
+        The field selector is evaluated by the API server (Event's selectable fields, pkg/registry/core/event/
+        strategy.go ToSelectableFields: involvedObject.name/.uid, reason, ...), so no other Event is sent.
+        """
+        selector = f"involvedObject.name={name},reason=Failed"
+        if uid:
+            selector += f",involvedObject.uid={uid}"
+        page = self.request("GET", _namespaced("events", namespace),
+                            query={"fieldSelector": selector, "limit": limit})
+        return list((page or {}).get("items") or [])[:limit]
+
     def get_or_none(self, path: str) -> dict[str, Any] | None:
         """An object by its API path; None when it does not exist."""
         try:

@@ -28,10 +28,19 @@ PULL_FAILURES = prom.Counter(
     "regcred_pull_failures_total", "Pods stuck pulling from a credential's registries, by diagnosed cause.",
     ["credential", "cause"])
 
+REMEDIATIONS_INEFFECTIVE = prom.Counter(
+    "regcred_remediations_ineffective_total",
+    "Rollouts after which the stuck pod they were for was still there (see the RemediationIneffective Events).",
+    ["credential"])
+CREDENTIAL_REJECTED = prom.Gauge(
+    "regcred_credential_rejected",
+    "1 while pods fail with the credential in place and a probe with it is refused too (a bad credential), else 0.",
+    ["credential"])
+
 
 def forget(credential: str) -> None:
     """Drop a deleted credential's gauges, so that no alert fires for what no longer exists."""
-    for gauge in (CREDENTIAL_READY, TOKEN_EXPIRY):
+    for gauge in (CREDENTIAL_READY, TOKEN_EXPIRY, CREDENTIAL_REJECTED):
         with contextlib.suppress(KeyError):
             gauge.remove(credential)
     for state in ("selected", "synced", "failed", "conflicts"):

@@ -41,6 +41,7 @@ from regcred.models import CredentialSpec, SpecError, parse_credential, provider
 from regcred.probe import Prober
 from regcred.providers import Provider, ProviderError, Token, provider_for
 from regcred.status import (
+    CREDENTIAL_REJECTED,
     MAX_FAILED_NAMESPACES,
     READY,
     SECRETS_SYNCED,
@@ -83,6 +84,9 @@ class Serving:
     namespaces: frozenset[str]
     token: Token = dataclasses.field(repr=False)
     revision: str  # the content hash of the Secret now written
+    # When the operator made this revision (minted it, or read a changed static secret): its own record,
+    # published as status.lastRefreshTime. Diagnosis compares pod failures with it.
+    since: datetime.datetime | None = None
 
     @property
     def name(self) -> str:
@@ -143,6 +147,8 @@ class Reconciler:
         # The status this process last wrote, per credential: the operator is its only writer, and the
         # object it is handed may not show the latest write yet (watch lag).
         self._published: dict[str, Mapping[str, Any]] = {}
+        # Credentials whose registry rejects the revision in place (set by remediation), by revision.
+        self.rejected: dict[str, str] = {}
         self.serving: dict[str, Serving] = {}  # replaced whole, so readers in other threads see a consistent one
         self._lock = threading.Lock()
         # One reconciliation or cleanup at a time per credential: a cleanup must not race a late write.
@@ -210,8 +216,9 @@ class Reconciler:
         synced_targets = [ns for ns in targets if ns not in failed_names]
         failed.extend(self._attach_service_accounts(spec, synced_targets))
         writes = len(actions)
-        self.serving[name] = Serving(credential, spec, frozenset(synced_targets), held.token,
-                                     dc.content_hash(held.content))
+        revision = dc.content_hash(held.content)
+        self.serving[name] = Serving(credential, spec, frozenset(synced_targets), held.token, revision,
+                                     held.minted_at)
 
         synced = summarise_failures(failed)
         # Stable wording whether minted now or reused, so that a no-change resync writes nothing.
@@ -233,6 +240,12 @@ class Reconciler:
             "conflicts": len({f.namespace for f in failed if f.reason == "SecretConflict"}),
         }
         verified: list[Condition] = []
+        rejected_revision = self.rejected.get(name)
+        if rejected_revision is not None and rejected_revision != revision:  # a new revision: judged afresh
+            self.rejected.pop(name, None)
+            metrics.CREDENTIAL_REJECTED.labels(name).set(0)
+            verified.append(Condition(CREDENTIAL_REJECTED, "False", "NewRevision",
+                                      "A new revision of the credential is in place; no pod has failed with it yet."))
         if verification:  # only when a freshly minted token was checked; otherwise the last result stands
             verified.append(Condition(VERIFIED, "True", "VerificationSucceeded", verification["message"]))
         self._publish(
@@ -512,6 +525,22 @@ class Reconciler:
                 self.post_credential_event(credential, type_, reason, message, now)
             except KubeError as error:  # an Event is a courtesy: never fail a reconciliation for one
                 logger.warning("Could not post Event %s for %s: %s", reason, metadata.get("name"), error.reason)
+
+    def publish_condition(self, credential: Mapping[str, Any], condition: Condition) -> bool:
+        """Set one condition on a credential's status (for remediation's findings), through the same record
+        of what was published, so that the next reconciliation keeps it. True when it changed."""
+        name: str = (credential.get("metadata") or {})["name"]
+        with self._lock_for(name):
+            current: Mapping[str, Any] = self._published.get(name) or credential.get("status") or {}
+            before = find_condition(current, condition.type)
+            if before is not None and (before.get("status"), before.get("reason"), before.get("message")) == (
+                    condition.status, condition.reason, condition.message):
+                return False
+            conditions = merge_conditions(current.get("conditions") or [], [condition],
+                                          now=format_time(self.clock.now()), generation=None)
+            self.kube.patch_credential_status(name, {"conditions": conditions})
+            self._published[name] = {**current, "conditions": conditions}
+            return True
 
     def post_credential_event(self, credential: Mapping[str, Any], type_: str, reason: str, message: str,
                               now: str) -> None:

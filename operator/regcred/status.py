@@ -12,6 +12,9 @@ TOKEN_READY = "TokenReady"  # noqa: S105 - a valid token is in hand (freshly min
 SECRETS_SYNCED = "SecretsSynced"  # every selected namespace holds the current Secret
 TOKEN_EXPIRING = "TokenExpiring"  # noqa: S105 - a user-managed token (a GitHub PAT) lapses soon: a person must replace it
 VERIFIED = "Verified"  # the last freshly minted token could pull spec.verify.image
+# Pods fail with the revision in place and a probe with it is refused too: the credential itself is bad.
+CREDENTIAL_REJECTED = "CredentialRejected"
+MAX_REJECTION_SAMPLE = 5  # pods named as evidence in the CredentialRejected condition
 
 MAX_FAILED_NAMESPACES = 50  # a bounded sample: status is no place for thousands of names
 

@@ -26,13 +26,16 @@ from regcred import GROUP, PLURAL, VERSION
 from regcred.config import Settings
 from regcred.dockerconfig import DATA_KEY
 from regcred.embedded import EmbeddedOperator
+from regcred.imageref import ImageRef
 from regcred.kube import MERGE_PATCH, KubeApi, KubeError
 from regcred.manifests import load_crd
+from regcred.probe import Credentials, Prober, ProbeResult, Verdict
 from regcred.runtime import Runtime
 from regcred_sandbox import EmulatedCluster
 from regcred_sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
 
 T = TypeVar("T")
+ROTATED = "dckr_pat_demo-rotated"
 
 EXAMPLE = {
     "apiVersion": f"{GROUP}/{VERSION}",
@@ -107,7 +110,7 @@ def run_demo(team_namespaces: int = 6) -> int:
             wait_for("the restored Secret", lambda: "payments" in secret_namespaces(kube))
             print(f"  restored after {time.monotonic() - started:.2f}s")
 
-            show_remediation(kube)
+            show_remediation(kube, runtime)
 
             status = wait_for("an up-to-date status", lambda: fresh_status(kube, len(expected) + 1))
             print("\nkubectl get regcred dockerhub -o yaml  (status):\n")
@@ -119,14 +122,25 @@ def run_demo(team_namespaces: int = 6) -> int:
     return 0
 
 
-def show_remediation(kube: KubeApi) -> None:
-    """Two pods stuck pulling (the demo plays the kubelet): one on an expired token, one on a wrong tag."""
-    print("\nPods stuck pulling. The Docker Hub token is rotated in its Secret; the operator refreshes every\n"
-          "namespace. Meanwhile the kubelet reports two pods in shop-1 stuck in ErrImagePull:")
-    kube.request("PATCH", "/api/v1/namespaces/regcred-system/secrets/hub-token", content_type=MERGE_PATCH,
-                 body={"data": {"password": _b64("dckr_pat_demo-rotated")}})
-    create_namespace(kube, "wake-up", {})  # any namespace event wakes the credential up at once
-    wait_for("the refreshed Secret", lambda: _password_is(kube, "shop-1", "dckr_pat_demo-rotated"))
+class DemoHub(Prober):
+    """Docker Hub as the demo plays it (no network): the old token is refused, the rotated one can pull
+    acme/web; acme/api:v2 does not exist."""
+
+    def probe(self, image: ImageRef | str, credentials: Credentials | None = None) -> ProbeResult:
+        ref = ImageRef.parse(image) if isinstance(image, str) else image
+        if credentials is None or credentials[1] != ROTATED:
+            return ProbeResult(Verdict.UNAUTHORIZED, 401, f"docker.io rejected the credentials for {ref} (401).")
+        if ref.tag == "v2":
+            return ProbeResult(Verdict.NOT_FOUND, 404, f"{ref} does not exist.")
+        return ProbeResult(Verdict.OK, 200, f"{ref} exists.")
+
+
+def show_remediation(kube: KubeApi, runtime: Runtime) -> None:
+    """Two pods stuck pulling (the demo plays the kubelet and Docker Hub): one on an expired token, one on a
+    wrong tag. The expired token is reported on the credential, not "fixed" by restarts; once the token
+    is rotated, the pod that failed with the old one is restarted once; the wrong tag is explained."""
+    runtime.remediator.prober = DemoHub()
+    print("\nPods stuck pulling. The kubelet reports two pods in shop-1 stuck in ErrImagePull:")
     stories = {
         "web": ("acme/web:1.4", 'failed to pull and unpack image "docker.io/acme/web:1.4": failed to resolve '
                 "reference: pulling from host registry-1.docker.io failed with status code [manifests 1.4]: "
@@ -139,6 +153,14 @@ def show_remediation(kube: KubeApi) -> None:
         pod = deployment_with_pod(kube, "shop-1", name, image, "dockerhub-pull")
         report_pull_failure(kube, "shop-1", pod, image, message)
         print(f"  {name}: {image}  kubelet: {message[:90]}...")
+    rejected = wait_for("the rejected credential", lambda: _condition(kube, "CredentialRejected", "True"))
+    print(f"\nThe token in place is what failed, so nothing is restarted; the credential says:\n"
+          f"  CredentialRejected=True  {rejected['message'][:160]}...")
+    print("\nThe Docker Hub token is rotated in its Secret; the operator refreshes every namespace ...")
+    kube.request("PATCH", "/api/v1/namespaces/regcred-system/secrets/hub-token", content_type=MERGE_PATCH,
+                 body={"data": {"password": _b64(ROTATED)}})
+    create_namespace(kube, "wake-up", {})  # any namespace event wakes the credential up at once
+    wait_for("the refreshed Secret", lambda: _password_is(kube, "shop-1", ROTATED))
     wait_for("the remediation", lambda: restarted_at(kube, "shop-1", "web"))
     wait_for("the explanation", lambda: _events(kube, "shop-1", "RestartWouldNotHelp"))
     print("\nWhat the operator did (Events on the workloads):")
@@ -148,6 +170,13 @@ def show_remediation(kube: KubeApi) -> None:
             print(f"  {involved['kind']}/{involved['name']}  {reason}: {event['message']}")
     print(f"  Deployment web restarted: {restarted_at(kube, 'shop-1', 'web')}; "
           f"Deployment api restarted: {bool(restarted_at(kube, 'shop-1', 'api'))} (a restart would not help)")
+
+
+def _condition(kube: KubeApi, type_: str, status: str) -> dict[str, Any] | None:
+    for condition in credential_status(kube).get("conditions") or []:
+        if condition.get("type") == type_ and condition.get("status") == status:
+            return dict(condition)
+    return None
 
 
 def _events(kube: KubeApi, namespace: str, reason: str) -> list[dict[str, Any]]:

@@ -3,6 +3,9 @@ a Deployment with one pod, and that pod's status after a failed pull."""
 
 from __future__ import annotations
 
+import datetime
+import uuid
+
 from regcred.kube import MERGE_PATCH, KubeApi
 from regcred.workloads import RESTARTED_AT_ANNOTATION
 
@@ -22,8 +25,17 @@ def deployment_with_pod(kube: KubeApi, namespace: str, name: str, image: str, pu
     return pod
 
 
-def report_pull_failure(kube: KubeApi, namespace: str, pod: str, image: str, message: str) -> None:
-    """The pod's status as the kubelet writes it after a failed pull."""
+def report_pull_failure(kube: KubeApi, namespace: str, pod: str, image: str, message: str,
+                        at: datetime.datetime | None = None) -> None:
+    """The pod's status as the kubelet writes it after a failed pull, and its Warning Event (reason Failed,
+    pkg/kubelet/images/image_manager.go); ``at``: when the pull failed (default now)."""
+    when = (at or datetime.datetime.now(datetime.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    uid = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}")["metadata"]["uid"]
+    kube.request("POST", f"/api/v1/namespaces/{namespace}/events", body={
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{pod}.{uuid.uuid4().hex[:16]}"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": namespace, "uid": uid},
+        "reason": "Failed", "type": "Warning", "message": f'Failed to pull image "{image}": {message}',
+        "source": {"component": "kubelet"}, "firstTimestamp": when, "lastTimestamp": when, "count": 1})
     kube.request("PATCH", f"/api/v1/namespaces/{namespace}/pods/{pod}/status", content_type=MERGE_PATCH, body={
         "status": {"phase": "Pending", "containerStatuses": [{"name": "app", "image": image, "state": {
             "waiting": {"reason": "ErrImagePull", "message": message}}}]}})

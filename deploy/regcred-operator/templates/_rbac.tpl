@@ -59,6 +59,11 @@ by tests/deploy/test_rbac.py against the requests the operator really makes. No 
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch, delete]
+# Application: a stuck pod's own Failed Events say why its pull failed (before Kubernetes 1.32 the
+# back-off status does not) and when: one bounded LIST per pod, selected server-side by the pod.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
 # Application: remediation reads the stuck pod's workload and rolls it (a pod-template annotation, like
 # `kubectl rollout restart`) or records on it that its pods were deleted.
 - apiGroups: [apps]

@@ -109,7 +109,7 @@ class Backlog:
         with self._lock:
             return dict(collections.Counter(key[0] for key in self._items))
 
-    def keys(self) -> list[WorkloadKey]:
+    def waiting(self) -> list[WorkloadKey]:
         """In the order they will be worked through."""
         with self._lock:
             return list(self._items)

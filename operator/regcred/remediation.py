@@ -171,7 +171,7 @@ class Remediator:
     def _retry_pod(self, key: tuple[str, ...]) -> None:
         _, namespace, name, credential = key
         try:
-            pod = self.kube.read_namespaced("v1", "pods", namespace, name)
+            pod = self.kube.read_pending_pod(namespace, name)
         except KubeError as error:
             self._failed(key, f"reading pod {namespace}/{name}", error)
             return
@@ -185,7 +185,7 @@ class Remediator:
             self._turn.key = held.key
             self._turn.refused = False
             try:
-                pod = self.kube.read_namespaced("v1", "pods", held.namespace, held.pod)
+                pod = self.kube.read_pending_pod(held.namespace, held.pod)
                 if pod is not None and stuck_containers(pod):
                     # Decided again: the pod may have been fixed, the workload restarted or opted out meanwhile.
                     self.handle_pod(pod, held.credential)

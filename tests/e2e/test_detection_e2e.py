@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from regcred.clock import ManualClock
 from regcred.config import Settings
@@ -21,6 +23,7 @@ from regcred.kube import KubeApi
 from regcred.workloads import RESTARTED_AT_ANNOTATION
 from regcred_sandbox import EmulatedCluster
 from tests.e2e.harness import TEST_SETTINGS, Cluster, OperatorFactory, eventually
+from tests.e2e.test_operations_e2e import ROOT, OperatorProcess
 
 pytestmark = [pytest.mark.e2e]
 NS = "shop"
@@ -49,8 +52,8 @@ def unauthorized(image: str = IMAGE) -> str:
             "401 Unauthorized")
 
 
-def stuck_deployments(shop: Cluster, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Deployments whose one pod each failed to pull with a 401; {deployment name: its stuck pod}."""
+def stuck_deployments(shop: Cluster, names: list[str], *, stuck: bool = True) -> dict[str, dict[str, Any]]:
+    """Deployments whose one pod each failed to pull with a 401 (`stuck=False`: not yet); {name: its pod}."""
     deployments = {name: shop.api_request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
@@ -60,12 +63,18 @@ def stuck_deployments(shop: Cluster, names: list[str]) -> dict[str, dict[str, An
     for name, deployment in deployments.items():
         pod = eventually(lambda name=name: _pod_of(shop, name), timeout=30) if shop.real else _play_controllers(
             shop, deployment)
-        shop.api_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status", {"status": {
-            "phase": "Pending",
-            "containerStatuses": [{"name": "app", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
-                                   "state": {"waiting": {"reason": "ErrImagePull", "message": unauthorized()}}}]}})
+        if stuck:
+            report_stuck(shop, pod)
         pods[name] = pod
     return pods
+
+
+def report_stuck(shop: Cluster, pod: dict[str, Any]) -> None:
+    """The pod's status as the kubelet writes it after a pull refused with a 401."""
+    shop.api_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status", {"status": {
+        "phase": "Pending",
+        "containerStatuses": [{"name": "app", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
+                               "state": {"waiting": {"reason": "ErrImagePull", "message": unauthorized()}}}]}})
 
 
 def _pod_of(shop: Cluster, app: str) -> dict[str, Any]:
@@ -204,3 +213,56 @@ def test_the_rate_limit_defers_and_never_drops(shop: Cluster, operator: Operator
 
 def _equal(actual: object, expected: object) -> None:
     assert actual == expected
+
+
+FAST_RETRIES = {"REGCRED_RETRY_INITIAL_SECONDS": "1", "REGCRED_RETRY_MAX_SECONDS": "2"}
+
+
+def test_a_replica_that_takes_over_sweeps_the_pods_stuck_meanwhile(shop: Cluster, tmp_path: Path) -> None:
+    """The active replica dies; pods get stuck while no replica acts; the standby takes over. Its first look at
+    the pods (kopf's listing on resuming) comes before it serves the credential (the source Secret is briefly
+    gone), and its first reconciliation writes nothing: the sweep when it starts serving finds them."""
+    for crd in yaml.safe_load_all((ROOT / "crds" / "kopf-peering.yaml").read_text()):
+        shop.backend.install_crd(crd)
+    shop.api_request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", {
+        "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "regcred-operator"}})
+    pods = stuck_deployments(shop, ["web"], stuck=False)  # before the ServiceAccount carries the Secret
+    kubeconfig = shop.backend.kubeconfig_path
+    replicas = []
+    try:
+        active = OperatorProcess(kubeconfig, 200, tmp_path / "active.log", REGCRED_REMEDIATION="true", **FAST_RETRIES)
+        replicas.append(active)
+        eventually(lambda: _equal(len(_peers(shop)), 1), timeout=30)
+        standby = OperatorProcess(kubeconfig, 100, tmp_path / "standby.log", REGCRED_REMEDIATION="true", **FAST_RETRIES)
+        replicas.append(standby)
+        eventually(lambda: _equal(len(_peers(shop)), 2), timeout=30)
+        shop.apply_credential("private", credential())
+        eventually(lambda: _equal(shop.pull_secrets(NS), ["private-pull"]), timeout=30)
+        eventually(lambda: _in("Pausing operations in favour of", standby.text()), timeout=15)
+
+        active.kill()
+        shop.core.delete_namespaced_secret("robot", "regcred-system")
+        report_stuck(shop, pods["web"])
+        eventually(lambda: _in("Resuming operations after the pause", standby.text()), timeout=45)
+        eventually(lambda: _equal(shop.condition("private", "TokenReady")["status"], "False"), timeout=30)
+        time.sleep(1)  # the standby's first look at the pods: nothing it serves yet
+        assert restarted(shop, "web") is None
+        shop.source_secret("regcred-system", "robot", {"username": "robot", "password": "s3cret"})
+        eventually(lambda: _assert(restarted(shop, "web")), timeout=30)
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def _peers(cluster: Cluster) -> dict[str, Any]:
+    body = cluster.api_request("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/regcred-operator")
+    status: dict[str, Any] = body.get("status") or {}
+    return status
+
+
+def _in(item: str, text: str) -> None:
+    assert item in text
+
+
+def _assert(value: object) -> None:
+    assert value

@@ -225,14 +225,20 @@ class Remediator:
         return False
 
     def _pending_changes(self) -> dict[str, int]:
-        """{credential: waiting workloads} for the served credentials whose published count is out of date."""
+        """{credential: waiting workloads} for the served credentials whose published count is out of date
+        (at first, what the status says: a previous process, or replica, may have left a count there)."""
         counts = self.backlog.counts()
-        served_now = set(self.reconciler.serving)
-        for name in set(self._pending_published) - served_now:  # deleted, or no longer served here
+        serving = dict(self.reconciler.serving)
+        for name in set(self._pending_published) - set(serving):  # deleted, or no longer served here
             self._pending_published.pop(name, None)
-        return {name: counts.get(name, 0) for name in sorted(served_now)
-                if self._pending_published.get(name) != counts.get(name, 0)
-                and (name in counts or name in self._pending_published)}
+        changes = {}
+        for name, served_now in sorted(serving.items()):
+            known = self._pending_published.get(name)
+            if known is None:
+                known = int(((served_now.credential.get("status") or {}).get("remediationsPending")) or 0)
+            if known != counts.get(name, 0):
+                changes[name] = counts.get(name, 0)
+        return changes
 
     def _publish_pending(self) -> None:
         """status.remediationsPending of every credential whose count changed (a write only on a change)."""

@@ -102,6 +102,7 @@ class Remediator:
             return
         self.retries.succeeded(key)
         handled = sum(self.handle_pod(pod, credential) for pod in pods)
+        self.notify()  # the work loop publishes how many wait (and corrects a count a previous process left)
         logger.debug("Swept %d pending pod(s) for %s; %d handled.", len(pods), credential or "all credentials", handled)
 
     def handle_pod(self, pod: Mapping[str, Any], credential: str | None = None) -> bool:

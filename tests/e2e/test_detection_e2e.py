@@ -138,6 +138,9 @@ def test_pods_stuck_before_the_operator_starts_are_remediated_after_start_up(
     # source Secret is briefly gone (so the operator's first look at the pods comes before it serves anything).
     pods = stuck_deployments(shop, ["web", "api"])
     shop.apply_credential("private", credential(serviceAccounts=["default"]))
+    # A count of waiting remediations left by the previous process, whose queue died with it.
+    shop.api_request("PATCH", "/apis/regcred.dev/v1alpha1/registrycredentials/private/status",
+                     {"status": {"remediationsPending": 7}})
     shop.core.delete_namespaced_secret("robot", "regcred-system")
     runtime = operator.start()
     eventually(lambda: _equal(shop.condition("private", "TokenReady")["status"], "False"))
@@ -149,6 +152,7 @@ def test_pods_stuck_before_the_operator_starts_are_remediated_after_start_up(
     assert sorted(runtime.remediator.actions) == ["RolloutRestart Deployment shop/api",
                                                   "RolloutRestart Deployment shop/web"]
     assert shop.pull_secrets(NS) == ["private-pull"]
+    eventually(lambda: _equal(pending(shop), 0))
     assert all(not p["spec"].get("imagePullSecrets") for p in pods.values())
 
 

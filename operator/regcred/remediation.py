@@ -96,7 +96,7 @@ class Remediator:
             return
         try:
             pods = self.kube.list_pending_pods()
-        except KubeError as error:
+        except Exception as error:  # an API error, or the API unreachable
             self._failed(key, f"listing pending pods for a sweep{f' of credential {credential}' if credential else ''}",
                          error)
             return
@@ -115,25 +115,28 @@ class Remediator:
         if not stuck:
             return True
         metadata = pod.get("metadata") or {}
-        namespace = metadata.get("namespace", "")
-        key = ("pod", namespace, metadata.get("name", ""), credential or "")
-        try:
-            for serving in list(self.reconciler.serving.values()):
-                if credential is not None and serving.name != credential:
-                    continue
-                # Only credentials for this namespace and one of the images' registries: the others need no reads.
-                if namespace in serving.namespaces and any(served(c.image, serving.token.hosts) for c in stuck):
-                    with self._lock:  # one decision at a time: the once-per-revision record must be read fresh
-                        self._handle(pod, serving)
-        except KubeError as error:
-            self._failed(key, f"handling pod {namespace}/{metadata.get('name', '')}", error)
-            return False
-        except Exception as error:  # a bug must not lose the pod either: logged in full, tried again
-            logger.exception("Handling pod %s/%s failed.", namespace, metadata.get("name", ""))
-            self._failed(key, f"handling pod {namespace}/{metadata.get('name', '')}", error, logged=True)
-            return False
-        self.retries.succeeded(key)
-        return True
+        namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
+        handled = True
+        for serving in list(self.reconciler.serving.values()):
+            if credential is not None and serving.name != credential:
+                continue
+            # Only credentials for this namespace and one of the images' registries: the others need no reads.
+            if namespace not in serving.namespaces or not any(served(c.image, serving.token.hosts) for c in stuck):
+                continue
+            key = ("pod", namespace, name, serving.name)  # a failure is retried for this credential only
+            try:
+                with self._lock:  # one decision at a time: the once-per-revision record must be read fresh
+                    self._handle(pod, serving)
+            except KubeError as error:
+                self._failed(key, f"handling pod {namespace}/{name} for credential {serving.name}", error)
+                handled = False
+            except Exception as error:  # a bug must not lose the pod either: logged in full, tried again
+                logger.exception("Handling pod %s/%s for credential %s failed.", namespace, name, serving.name)
+                self._failed(key, f"handling pod {namespace}/{name}", error, logged=True)
+                handled = False
+            else:
+                self.retries.succeeded(key)
+        return handled
 
     def _failed(self, key: tuple[str, ...], what: str, error: Exception, *, logged: bool = False) -> None:
         due = self.retries.failed(key)
@@ -173,13 +176,14 @@ class Remediator:
         _, namespace, name, credential = key
         try:
             pod = self.kube.read_pending_pod(namespace, name)
-        except KubeError as error:
+        except Exception as error:  # an API error, or the API unreachable
             self._failed(key, f"reading pod {namespace}/{name}", error)
             return
         if pod is None or not stuck_containers(pod):  # gone, or pulled meanwhile: nothing left to do
             self.retries.succeeded(key)
             return
-        self.handle_pod(pod, credential or None)
+        if self.handle_pod(pod, credential or None):  # also when the credential no longer serves it
+            self.retries.succeeded(key)
 
     def _drain(self) -> None:
         while (held := self.backlog.oldest()) is not None and self.limiter.next_free() <= self.clock.now():
@@ -190,7 +194,7 @@ class Remediator:
                 if pod is not None and stuck_containers(pod):
                     # Decided again: the pod may have been fixed, the workload restarted or opted out meanwhile.
                     self.handle_pod(pod, held.credential)
-            except KubeError as error:  # the pod is retried on its own; the workload leaves the queue
+            except Exception as error:  # the pod is retried on its own; the workload leaves the queue
                 self._failed(("pod", held.namespace, held.pod, held.credential),
                              f"reading pod {held.namespace}/{held.pod}", error)
             finally:
@@ -198,7 +202,7 @@ class Remediator:
             if self._turn.refused:  # the window filled up after all: it keeps its place
                 break
             self.backlog.remove(held.key)
-            logger.info("Worked through the remediation of %s %s/%s held back since %s; %d still wait.",
+            logger.info("Took %s %s/%s (held back since %s) off the remediation backlog; %d still wait.",
                         held.kind, held.namespace, held.name, format_time(held.since), len(self.backlog))
 
     def _admit(self, pod: Mapping[str, Any], target: Target, serving: Serving) -> bool:
@@ -230,8 +234,6 @@ class Remediator:
         (at first, what the status says: a previous process, or replica, may have left a count there)."""
         counts = self.backlog.counts()
         serving = dict(self.reconciler.serving)
-        for name in set(self._pending_published) - set(serving):  # deleted, or no longer served here
-            self._pending_published.pop(name, None)
         changes = {}
         for name, served_now in sorted(serving.items()):
             known = self._pending_published.get(name)
@@ -244,6 +246,8 @@ class Remediator:
     def _publish_pending(self) -> None:
         """status.remediationsPending of every credential whose count changed (a write only on a change)."""
         self._pending_retry_at = None
+        for name in set(self._pending_published) - set(self.reconciler.serving):  # deleted, or not served here
+            self._pending_published.pop(name, None)
         for name, count in self._pending_changes().items():
             try:
                 self.kube.patch_credential_status(name, {"remediationsPending": count})

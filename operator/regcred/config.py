@@ -40,7 +40,7 @@ class Settings:
     # rollout of many workloads at once must not turn into a restart storm.
     remediations_per_minute: int = 10
     # What the rate limit holds back waits in a queue (one entry per workload, worked through oldest first as
-    # the window frees); beyond this many waiting workloads, more are not queued (logged; the next sweep finds them).
+    # the window frees); beyond this many, more are not queued (logged) and are found by a sweep once half have gone.
     remediation_backlog_size: int = 10_000
     # Serve only these namespaces (empty: the whole cluster). RegistryCredentials and Namespaces are still
     # read cluster-wide; Secrets, ServiceAccounts and Pods only in these, so the RBAC can be Roles.

@@ -77,6 +77,7 @@ class Remediator:
         self._pending_published: dict[str, int] = {}  # status.remediationsPending as last written
         self._pending_retry_at: datetime.datetime | None = None
         self._backlog_full_logged = False
+        self._overflowed: set[str] = set()  # credentials whose workloads found the backlog full: swept again
         # (credential, pod uid, container, cause) already explained: one Event each, not one per status update.
         self._explained: set[tuple[str, str, str, str]] = set()
         self._lock = threading.Lock()
@@ -170,6 +171,14 @@ class Remediator:
             else:
                 self._retry_pod(key)
         self._drain()
+        if self._overflowed and len(self.backlog) <= self.backlog.capacity // 2:
+            # What found the backlog full was not queued: now that there is room, look for it again.
+            overflowed, self._overflowed = sorted(self._overflowed), set()
+            self._backlog_full_logged = False
+            for credential in overflowed:
+                logger.info("The remediation backlog has room again: sweeping credential %s's pods again.",
+                            credential)
+                self.sweep(credential)
         self._publish_pending()
 
     def _retry_pod(self, key: tuple[str, ...]) -> None:
@@ -217,15 +226,16 @@ class Remediator:
             return False
         pod_name = str((pod.get("metadata") or {}).get("name", ""))
         if self.backlog.add(Held(*key, pod=pod_name, since=self.clock.now())):
-            self._backlog_full_logged = False
             logger.info("Remediation of %s %s/%s waits for the rate limit (%d a minute); %d wait.", target.kind,
                         target.namespace, target.name, self.settings.remediations_per_minute, len(self.backlog))
-        elif not self._backlog_full_logged:  # once per episode of fullness, not once per pod
-            self._backlog_full_logged = True
-            logger.error("The remediation backlog is full (%d workloads wait for the rate limit of %d a minute): "
-                         "%s %s/%s and further ones are not queued; the next sweep looks at them again.",
-                         self.backlog.capacity, self.settings.remediations_per_minute, target.kind,
-                         target.namespace, target.name)
+        else:
+            self._overflowed.add(serving.name)
+            if not self._backlog_full_logged:  # once each time it fills up, not once per pod
+                self._backlog_full_logged = True
+                logger.error("The remediation backlog is full (%d workloads wait for the rate limit of %d a minute): "
+                             "%s %s/%s and further ones are not queued now; their pods are looked at again when "
+                             "half of it has been worked through.", self.backlog.capacity,
+                             self.settings.remediations_per_minute, target.kind, target.namespace, target.name)
         self.notify()
         return False
 

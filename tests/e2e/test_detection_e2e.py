@@ -215,6 +215,26 @@ def test_the_rate_limit_defers_and_never_drops(shop: Cluster, operator: Operator
     assert len(kube.list_all(f"/api/v1/namespaces/{NS}/events", fieldSelector="reason=Remediated")) == 25
 
 
+def test_a_full_backlog_says_so_and_finds_the_rest_once_it_has_room(
+    shop: Cluster, operator: OperatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = [f"web-{i:02d}" for i in range(15)]
+    stuck_deployments(shop, names)
+    clock = ManualClock(START)
+    settings = dataclasses.replace(TEST_SETTINGS, remediations_per_minute=10, remediation_backlog_size=3)
+    operator.start(clock=clock, settings=settings)
+    shop.apply_credential("private", credential())
+
+    eventually(lambda: _equal(len(restarted_ones(shop, names)), 10), timeout=30)
+    eventually(lambda: _equal(pending(shop), 3))
+    assert "The remediation backlog is full (3 workloads wait" in caplog.text
+    time.sleep(0.5)
+    assert len(restarted_ones(shop, names)) == 10
+    clock.advance(datetime.timedelta(seconds=61))  # the 3 queued, then a sweep finds the 2 that found it full
+    eventually(lambda: _equal(restarted_ones(shop, names), names), timeout=30)
+    eventually(lambda: _equal(pending(shop), 0))
+
+
 def _equal(actual: object, expected: object) -> None:
     assert actual == expected
 

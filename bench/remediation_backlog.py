@@ -71,6 +71,9 @@ def main() -> None:
                 time.sleep(0.01)
             swept = time.perf_counter() - started
             first_batch = len(remediator.actions)
+            while pending(kube) != len(remediator.backlog):  # the status catches up
+                time.sleep(0.01)
+            status_lag = time.perf_counter() - started - swept
             pending_seen = pending(kube)
             advances = 0
             while len(remediator.actions) < args.deployments:
@@ -84,7 +87,8 @@ def main() -> None:
                 time.sleep(0.01)
     print(f"{args.deployments} stuck Deployments, limit {args.per_minute}/min, clock step {args.step:g}s:")
     print(f"  first serving's sweep: {swept * 1000:.0f} ms (wall) to restart {first_batch} and queue "
-          f"{args.deployments - first_batch}; status.remediationsPending then {pending_seen}")
+          f"{args.deployments - first_batch}; status.remediationsPending {pending_seen}, "
+          f"{status_lag * 1000:.0f} ms later")
     print(f"  drained in {operator_time.total_seconds() / 60:.1f} min of operator time "
           f"({advances} clock advances), {wall:.1f} s wall; restarts {len(remediator.actions)}, "
           f"distinct {len(set(remediator.actions))}, dropped {args.deployments - len(set(remediator.actions))}")

@@ -10,11 +10,19 @@ never a bare status number, and are checked in a fixed order, most specific firs
 
 How a message is read:
 
+* Only its first and last 4 KB: real messages are far shorter, the cause sits at either end, and the
+  cost of a call stays bounded whatever a registry or a proxy put in the middle. Every pattern is
+  linear in what it reads (anchored at token starts, possessive where it cannot need to give back).
 * The text after the last ``desc =`` is the runtime's own error; the gRPC code before it
   (``code = NotFound``) is not evidence: containerd says ``NotFound`` for a platform mismatch.
 * When the kubelet tried several credentials it joins their errors in ``[..., ...]``; each is
   classified and the most informative one wins (a definite answer over an ambiguous one; a
-  missing tag seen with a credential over a refusal seen without it).
+  missing tag seen with a credential over a refusal seen without it). With mirrors, CRI-O writes
+  "(Mirrors also failed: [mirror: error]...): registry: error"; the registry's own error decides,
+  and only when it was cut off are the mirrors' read, the most informative winning.
+* From 1.32 the kubelet's waiting message while backing off carries the last pull error
+  (``Back-off pulling image "X": ErrImagePull: <error>``) and is read like any other; before 1.32,
+  and in the BackOff Event always, it is bare and ``unknown``.
 * Status numbers are looked for only after URLs, image references, hosts, digests and long
   digit runs are blanked, and only as phrases (``401 Unauthorized``, ``403 (Forbidden)``,
   ``status 429``), so an ECR account id such as ``401234567890`` or a digest is never read as
@@ -41,13 +49,25 @@ Decisions worth knowing:
   cause is the image's platform, so it is ``platform``.
 * The kubelet's own "pull QPS exceeded" (``registryPullQPS``) is ``rate_limited``.
 * "no space left on device", an I/O error, or ``ErrImageNeverPull`` are ``other``: the node, not
-  the registry or the credential.
-* "Back-off pulling image ..." and "Error: ErrImagePull" carry no cause: ``unknown`` (read the
-  ``Failed`` event instead).
+  the registry or the credential. So is a layer that fails to unpack ("failed to extract layer",
+  snapshotter errors; a "...: not found" there is the node's own content store) and a download
+  whose bytes do not match their digest ("unexpected commit digest"): the node keeps the bad
+  partial download until it is cleared there.
+* A signature or admission policy that refuses the image (CRI-O's "Source image rejected",
+  ``SignatureValidationFailed``, "rejected by policy", a sigstore or Kyverno admission webhook that
+  "denied the request") is ``other``: no credential, registry or restart helps.
+* CRI-O's short names that resolve nowhere ("did not resolve to an alias and no unqualified-search
+  registries") are ``invalid_reference``: the reference must name its registry on that node.
+* A transfer cut short ("unexpected EOF", a bare "...: EOF", a reset connection) is ``unreachable``;
+  a registry that could not be pinged, with no cause recognised, is too (a last resort).
+* A bare "Back-off pulling image ..." and "Error: ErrImagePull" carry no cause: ``unknown`` (read
+  the ``Failed`` event instead).
 * Any other "denied: <reason>" (the registry's DENIED code) is ``forbidden``, e.g. GCR's "denied:
   Artifact Registry API has not been used in project ...". When Docker cannot parse an error body
   (an HTML page from a proxy or an outage) it names the status, "error parsing HTTP 404 response
-  body", and that status decides. A "400 Bad Request" is ``other``.
+  body", and that status decides. Another 4xx ("400 Bad Request", "412 Precondition Failed") is
+  ``other``. Old Docker's ", HTTP code 401" is the registry's status; the engine's own
+  "(HTTP code 500)" is not.
 * ACR answers "unauthorized: authentication required" for a missing tag too; that is not
   recognisable from the text and stays a definite ``unauthorized``.
 """
@@ -105,6 +125,15 @@ def _rule(category: Category, regex: str, *, ambiguous: bool = False, scrubbed: 
     return _Rule(category, re.compile(regex, re.IGNORECASE | re.MULTILINE), ambiguous, scrubbed)
 
 
+def _status_after(lead: str, status: str) -> str:
+    """``lead``, then ``status`` as a word later on the same line.
+
+    The search from one ``lead`` stops at the next, so a line that repeats ``lead`` without a status is
+    read once, not once per repetition.
+    """
+    return rf"{lead}(?:(?!{lead})[^\n])*?\b(?:{status})\b"
+
+
 _C = Category
 # First match wins: local and definite causes first, then the network, then what the registry said.
 _RULES: tuple[_Rule, ...] = (
@@ -117,6 +146,12 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.INVALID_REFERENCE, r"failed to apply default image tag"),
     _rule(_C.INVALID_REFERENCE, r"repository name (?:must be (?:lowercase|canonical)|component must match)"),
     _rule(_C.INVALID_REFERENCE, r"\bInvalidImageName\b"),
+    # CRI-O cannot complete a short name: the reference must name its registry on this node.
+    _rule(
+        _C.INVALID_REFERENCE,
+        r"did not resolve to an alias and no unqualified-search registries|no registries configured while trying to "
+        r"pull an unqualified image|short-name resolution enforced",
+    ),
     # The node, not the registry.
     _rule(_C.OTHER, r"is not present with pull policy of never"),
     _rule(_C.OTHER, r"\bErrImageNeverPull\b"),
@@ -124,12 +159,29 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.OTHER, r"disk quota exceeded"),
     _rule(_C.OTHER, r"input/output error"),
     _rule(_C.OTHER, r"read-only file system"),
+    # Unpacking a layer on the node failed (a "not found" there is the node's own store, not the registry).
+    _rule(
+        _C.OTHER,
+        r"failed to (?:extract|register|apply) layer|failed to unpack image on snapshotter|failed to prepare "
+        r"extraction|snapshotter not loaded|failed to convert whiteout file|error processing tar file|"
+        r"apply layer error",
+    ),
+    # The bytes that arrived do not match their digest: a corrupted or cut download the node keeps until
+    # it is cleared there, whatever the registry serves next.
+    _rule(_C.OTHER, r"unexpected commit (?:digest|size)|failed size validation|digest did not match|digest mismatch"),
     # The image exists but not for this node's OS/architecture.
     _rule(_C.PLATFORM, r"no match for (?:current )?platform(?: \S+)? in manifest"),
-    _rule(_C.PLATFORM, r"no matching manifest for \S+ in the manifest list entries"),
+    _rule(_C.PLATFORM, r"no matching manifest for \S+(?: in the manifest list entries)?"),
+    _rule(_C.PLATFORM, r"no image found in (?:image index|manifest list) for architecture"),
+    _rule(_C.PLATFORM, r"does not match the specified platform"),
     _rule(_C.PLATFORM, r"no supported platform found in manifest list"),
     _rule(_C.PLATFORM, r"image operating system \S+ cannot be used on this platform"),
     _rule(_C.PLATFORM, r"exec format error"),
+    # A signature check or an admission policy refused the image: no credential, registry or restart helps.
+    _rule(_C.OTHER, r"source image rejected|\b(?:rejected|prohibited) by policy\b"),
+    _rule(_C.OTHER, r"\bSignatureValidationFailed\b|the signature validation failed"),
+    _rule(_C.OTHER, r"admission webhook \S+ denied the request"),
+    _rule(_C.OTHER, r"\bimage (?:signature )?verification failed\b|\bno matching signatures\b"),
     # The network: checked before anything the registry might have said, because a token fetch
     # that timed out is still a timeout.
     _rule(_C.UNREACHABLE, r"tls handshake timeout"),
@@ -148,6 +200,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.UNREACHABLE, r"\bproxyconnect tcp"),
     _rule(_C.UNREACHABLE, r"\bdial tcp\b"),
     _rule(_C.UNREACHABLE, r"unexpected EOF"),
+    _rule(_C.UNREACHABLE, r":\s+EOF\b"),  # the connection closed: Get "https://...": EOF
     # TLS: an untrusted, expired or mismatched certificate, or plain HTTP where HTTPS was expected.
     _rule(_C.TLS, r"server gave HTTP response to HTTPS client"),
     _rule(_C.TLS, r"x509: [^:\n\"}]+"),
@@ -161,7 +214,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.RATE_LIMITED, r"pull rate limit"),
     _rule(_C.RATE_LIMITED, r"\b429 too many requests\b", scrubbed=True),
     _rule(_C.RATE_LIMITED, r"\btoo many requests\b"),
-    _rule(_C.RATE_LIMITED, r"\bstatus(?: code)?:? 429\b", scrubbed=True),
+    _rule(_C.RATE_LIMITED, r"(?:\bstatus(?: code)?:?|(?<!\()\bHTTP code) 429\b", scrubbed=True),
     _rule(_C.RATE_LIMITED, r"pull QPS exceeded"),
     _rule(_C.RATE_LIMITED, r"\brate exceeded\b"),
     # Docker names the status when the body is not JSON (an HTML page from a proxy or an outage).
@@ -170,6 +223,7 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.FORBIDDEN, r"error parsing HTTP 403 response body"),
     _rule(_C.RATE_LIMITED, r"error parsing HTTP 429 response body"),
     _rule(_C.REGISTRY_SERVER_ERROR, r"error parsing HTTP 5\d\d response body"),
+    _rule(_C.OTHER, r"error parsing HTTP 4\d\d response body"),
     # Definite credential reasons: these win over the ambiguous wrappers around them.
     _rule(_C.UNAUTHORIZED, r"authorization token has expired"),
     _rule(_C.UNAUTHORIZED, r"security token included in the request is invalid"),
@@ -188,14 +242,22 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.FORBIDDEN, r"permission denied for \S+ from request"),
     _rule(_C.FORBIDDEN, r"\bis not allowed access\b"),  # ACR firewall
     # A token endpoint refused us. Anonymous means no credential was sent: missing or private.
-    _rule(_C.UNAUTHORIZED, r"failed to fetch anonymous token: [^\n]*?\b(?:401|403)\b", ambiguous=True, scrubbed=True),
-    _rule(_C.UNAUTHORIZED, r"failed to fetch oauth token: [^\n]*?\b401\b", scrubbed=True),
-    _rule(_C.FORBIDDEN, r"failed to fetch oauth token: [^\n]*?\b403\b", scrubbed=True),
-    _rule(_C.FORBIDDEN, r"requesting bearer token: [^\n]*?\b403\b", ambiguous=True, scrubbed=True),
-    _rule(_C.UNAUTHORIZED, r"requesting bearer token: [^\n]*?\b401\b", ambiguous=True, scrubbed=True),
+    _rule(
+        _C.UNAUTHORIZED, _status_after("failed to fetch anonymous token: ", "401|403"), ambiguous=True, scrubbed=True
+    ),
+    _rule(_C.UNAUTHORIZED, _status_after("failed to fetch oauth token: ", "401"), scrubbed=True),
+    _rule(_C.FORBIDDEN, _status_after("failed to fetch oauth token: ", "403"), scrubbed=True),
+    _rule(_C.FORBIDDEN, _status_after("requesting bearer token: ", "403"), ambiguous=True, scrubbed=True),
+    _rule(_C.UNAUTHORIZED, _status_after("requesting bearer token: ", "401"), ambiguous=True, scrubbed=True),
     # Registry wordings.
     _rule(_C.UNAUTHORIZED, r"access to the requested resource is not authorized", ambiguous=True),  # Quay
     _rule(_C.UNAUTHORIZED, r"unauthorized to access repository"),  # Harbor
+    # Docker Hub's answer for a missing or private repository, both errors listed by containers/image.
+    _rule(
+        _C.UNAUTHORIZED,
+        r"requested access to the resource is denied\s+unauthorized: authentication required",
+        ambiguous=True,
+    ),
     _rule(_C.UNAUTHORIZED, r"authentication required"),
     # "Missing or private": Docker, containerd and old Docker wordings.
     _rule(
@@ -208,10 +270,10 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.FORBIDDEN, r"(?::|error from registry:)\s*denied\s*$", ambiguous=True),  # GHCR, terse
     # Status lines, with references and numbers blanked first.
     _rule(_C.FORBIDDEN, r"\b403 \(?forbidden\)?", scrubbed=True),
-    _rule(_C.FORBIDDEN, r"\bstatus(?: code)?:? 403\b", scrubbed=True),
+    _rule(_C.FORBIDDEN, r"(?:\bstatus(?: code)?:?|(?<!\()\bHTTP code) 403\b", scrubbed=True),
     _rule(_C.FORBIDDEN, r":\s*forbidden\s*$"),
     _rule(_C.UNAUTHORIZED, r"\b401 unauthorized\b", scrubbed=True),
-    _rule(_C.UNAUTHORIZED, r"\bstatus(?: code)?:? 401\b", scrubbed=True),
+    _rule(_C.UNAUTHORIZED, r"(?:\bstatus(?: code)?:?|(?<!\()\bHTTP code) 401\b", scrubbed=True),
     _rule(_C.UNAUTHORIZED, r"(?::|error from registry:)\s*unauthorized\s*$"),
     _rule(_C.FORBIDDEN, r"\bdenied: (?!denied\b)[^\n]{0,60}"),  # the registry's DENIED code, any reason
     # The registry says the name, tag or digest does not exist.
@@ -227,10 +289,11 @@ _RULES: tuple[_Rule, ...] = (
     _rule(_C.NOT_FOUND, r"\btag \S+ not found in repository"),
     _rule(_C.NOT_FOUND, r"not found or deleted"),
     _rule(_C.NOT_FOUND, r"\brepository \S+ not found"),
+    _rule(_C.NOT_FOUND, r"\berror: image \S+ not found\b"),  # Docker 1.x
     _rule(_C.NOT_FOUND, r"could not fetch content descriptor"),
     _rule(_C.NOT_FOUND, r"\b404 not found\b", scrubbed=True),
-    _rule(_C.NOT_FOUND, r"\bstatus(?: code)?:? 404\b", scrubbed=True),
-    _rule(_C.NOT_FOUND, r"\S+: not found(?=\s*$|\\?\")"),  # containerd: ...reference "x": x: not found
+    _rule(_C.NOT_FOUND, r"(?:\bstatus(?: code)?:?|(?<!\()\bHTTP code) 404\b", scrubbed=True),
+    _rule(_C.NOT_FOUND, r"(?<!\S)\S+: not found(?=\s*$|\\?\")"),  # containerd: ...reference "x": x: not found
     # The registry failed.
     _rule(
         _C.REGISTRY_SERVER_ERROR,
@@ -238,13 +301,19 @@ _RULES: tuple[_Rule, ...] = (
         scrubbed=True,
     ),
     _rule(_C.REGISTRY_SERVER_ERROR, r"unexpected http (?:code|status):? 5\d\d\b", scrubbed=True),
-    _rule(_C.REGISTRY_SERVER_ERROR, r"\bstatus(?: code)?:? 5\d\d\b", scrubbed=True),
+    _rule(_C.REGISTRY_SERVER_ERROR, r"(?:\bstatus(?: code)?:?|(?<!\()\bHTTP code) 5\d\d\b", scrubbed=True),
     _rule(_C.REGISTRY_SERVER_ERROR, r"\b(?:bad gateway|service (?:temporarily )?unavailable|gateway time-?out)\b"),
     # An answer none of the above explains.
-    _rule(_C.OTHER, r"\b400 bad request\b", scrubbed=True),
+    _rule(
+        _C.OTHER,
+        r"\b4\d\d \(?(?:bad request|method not allowed|not acceptable|conflict|gone|precondition failed|"
+        r"(?:payload|request entity) too large|unsupported media type|unprocessable entity)\b",
+        scrubbed=True,
+    ),
     # Last resorts.
     _rule(_C.UNAUTHORIZED, r"\bunauthorized\b"),
     _rule(_C.FORBIDDEN, r"\bforbidden\b"),
+    _rule(_C.UNREACHABLE, r"unable to ping registry endpoint|pinging (?:container|docker) registry"),
 )
 
 # Waiting or event reasons that decide by themselves.
@@ -278,25 +347,46 @@ _PREFERENCE = (
 
 _DESC = "desc = "
 _NEXT_RPC_ERROR = re.compile(r",\s*(?=rpc error: code = )")
+# containers/image (CRI-O, podman) with mirrors configured: "(Mirrors also failed: [mirror: error]\n...):
+# registry: error". The registry's own error, last, decides; the mirrors' are read when it is missing.
+_MIRRORS = "(Mirrors also failed: "
+_MIRROR_ATTEMPT = re.compile(r"\[([^\[\]]*)\]")
 
 # Blanked before any status number is looked for; evidence shows the blanks as an ellipsis.
+# Each starts only where a token starts (the lookbehinds) and never gives back what it consumed
+# (possessive quantifiers), so a long run without the character it needs is read once, not once per
+# position: a 100 KB token of digits or dotted names costs linear time, not quadratic.
 _ELIDED = "…"
 _SCRUB = (
-    re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE),  # URLs
-    re.compile(r"[^\s\"']*[/@][^\s\"']*"),  # anything with a path or a digest: references, hosts/paths
-    re.compile(r"[^\s\"':]+:(?=[^\s\"'])[^\s\"']+"),  # name:tag, algorithm:hex, host:port
-    re.compile(r"\b(?:[a-z0-9-]+\.)+[a-z0-9-]+\b", re.IGNORECASE),  # bare hosts, IPs, versions
-    re.compile(r"\b[0-9a-f]{12,}\b", re.IGNORECASE),  # ids and digests without an algorithm
+    re.compile(r"(?<![\w+.-])[a-z][a-z0-9+.-]*+://[^\s\"'<>]++", re.IGNORECASE),  # URLs
+    re.compile(r"(?<![^\s\"'])[^\s\"'/@]*+[/@][^\s\"']*+"),  # anything with a path or a digest: references, hosts/paths
+    re.compile(r"(?<![^\s\"':])[^\s\"':]++:(?=[^\s\"'])[^\s\"']++"),  # name:tag, algorithm:hex, host:port
+    re.compile(r"(?<![\w-])\b(?:[a-z0-9-]++\.)+[a-z0-9-]+\b", re.IGNORECASE),  # bare hosts, IPs, versions
+    re.compile(r"\b[0-9a-f]{12,}+\b", re.IGNORECASE),  # ids and digests without an algorithm
     re.compile(r"\d{5,}"),  # account and project numbers
 )
+
+
+# What is read of a message: its first and its last 4 KB. A kubelet message is short (the longest of
+# the real ones in tests/data/pull_failures.yaml is under 900 characters); a longer one carries someone
+# else's output pasted in, such as a proxy's HTML page after "error parsing HTTP 403 response body" or a
+# long list of per-credential errors, and the cause is stated at the start (the kubelet's and the
+# runtime's wrapping, the registry's status line) or at the end (the runtime's own error after the last
+# "desc ="). Dropping the middle bounds the cost of every call however long the message is: the operator
+# classifies each stuck container it sees in a watch, and a message is text a registry or a proxy chose.
+# The newline around the mark keeps a phrase from being read across the cut.
+_HEAD = 4096
+_TAIL = 4096
+_CUT = "\n…\n"
 
 
 def classify(message: str, reason: str | None = None) -> Classification:
     """Classify one kubelet message (a waiting message or an Event message) and its reason.
 
-    Never raises; a message with nothing recognisable is :attr:`Category.UNKNOWN`.
+    Never raises; a message with nothing recognisable is :attr:`Category.UNKNOWN`. Only the first and
+    last 4 KB of a longer message are read.
     """
-    text = message or ""
+    text = _bounded(message or "")
     image = extract_image(text)
     reason = (reason or "").strip()
     if reason in _DECISIVE_REASONS:
@@ -311,13 +401,28 @@ def classify(message: str, reason: str | None = None) -> Classification:
     return dataclasses.replace(best, image=image)
 
 
+def _bounded(text: str) -> str:
+    if len(text) <= _HEAD + len(_CUT) + _TAIL:
+        return text
+    return text[:_HEAD] + _CUT + text[-_TAIL:]
+
+
 def _parts(message: str) -> list[str]:
-    """The runtime's own error(s): after the last ``desc =``, one per credential when aggregated."""
+    """The runtime's own error(s): after the last ``desc =``, one per credential when aggregated; with
+    mirrors, the registry's own error, or each mirror's when the registry's was cut off."""
     start, end = message.find("["), message.rfind("]")
     if 0 <= start < end:
         pieces = _NEXT_RPC_ERROR.split(message[start + 1 : end])
         if len(pieces) > 1:
             return [_after_desc(piece) for piece in pieces]
+    mirrors = message.find(_MIRRORS)
+    if mirrors >= 0:
+        closing = message.find("]): ", mirrors)
+        if closing >= 0:
+            return [message[closing + len("]): ") :]]
+        attempts = _MIRROR_ATTEMPT.findall(message, mirrors)
+        if attempts:  # the registry's own error was cut off
+            return attempts
     return [_after_desc(message)]
 
 
@@ -366,7 +471,7 @@ _PLAIN_REFS: Sequence[re.Pattern[str]] = (
     re.compile(r"pull access denied for (?P<ref>[^,\s]+),"),
     re.compile(r"manifest for (?P<ref>\S+) not found"),
     re.compile(r"image pull failed for (?P<ref>[^,\s]+),"),
-    re.compile(r"docker://(?P<ref>\S+?):\s"),
+    re.compile(r"(?<![^\s\"'])docker://(?P<ref>\S+?):\s"),
     re.compile(r"failed to resolve ref (?P<ref>\S+?):\s"),
     re.compile(r"repository (?P<ref>\S+) not found"),
     re.compile(r"^\\?\"(?P<ref>[^\"\\\s]+)\\?\":"),
@@ -374,13 +479,14 @@ _PLAIN_REFS: Sequence[re.Pattern[str]] = (
 )
 _READING_MANIFEST = re.compile(r"reading manifest (?P<ref>\S+) in (?P<repo>\S+?):\s", re.IGNORECASE)
 _MANIFEST_URL = re.compile(
-    r"https?://(?P<host>[^/\s\"]+)/v2/(?P<repo>\S+?)/manifests/(?P<ref>sha256:[0-9a-f]{64}|\w[\w.-]*)"
+    r"(?<![\w/.:-])https?://(?P<host>[^/\s\"]+)/v2/(?P<repo>\S+?)/manifests/(?P<ref>sha256:[0-9a-f]{64}|\w[\w.-]*)"
 )
 _DOCKER_HUB_API_HOSTS = frozenset({"registry-1.docker.io", "index.docker.io"})
 
 
 def extract_image(message: str) -> str | None:
     """The image reference a message is about, as written there, or ``None``."""
+    message = _bounded(message)
     for quoted in _QUOTED_REF.finditer(message):
         if _plausible(quoted.group("ref")):
             return quoted.group("ref")

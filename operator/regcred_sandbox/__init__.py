@@ -12,11 +12,20 @@ its ``involvedObject`` (legacyValidateEvent in pkg/apis/core/validation/events.g
 It is not a cluster. Known differences from a real API server:
 
 - no controllers (no pods behind deployments, no ServiceAccount token secrets, no garbage
-  collection by ownerReferences), no admission, no authentication or RBAC;
+  collection by ownerReferences, no ``default`` ServiceAccount in a new namespace), no
+  authentication or RBAC;
+- of admission, only the ServiceAccount plugin's pull-secret rule: a pod created without
+  ``imagePullSecrets`` gets its ServiceAccount's (``serviceAccountName`` defaults to ``default``);
+  unlike the plugin, a missing ServiceAccount is not refused and no token volume is mounted;
+  no other plugin (NamespaceLifecycle's 403 in a terminating namespace is emulated);
 - CRD schemas are not validated, defaulted or pruned; no conversion between versions
   (all served versions share one storage, only ``apiVersion`` differs);
-- namespace deletion runs synchronously (Terminating only while finalizers hold content),
-  and deleting a CRD drops its objects at once;
+- namespace deletion runs synchronously (Terminating only while finalizers hold content), so
+  a watcher never sees a namespace Terminating with its content still there, as it does on a
+  real server until the namespace controller has removed it; deleting a CRD drops its objects
+  at once;
+- a deleted pod is marked (``deletionTimestamp``, a MODIFIED event) and then removed, as a real
+  server does with a pod that no kubelet runs; there is no grace period (no kubelet);
 - server-side apply is a merge (no field managers); no OpenAPI (``kubectl explain`` and
   kubectl's client-side validation need ``--validate=false``); protobuf request bodies only
   for what ``kubectl create namespace|secret|serviceaccount|configmap`` sends;

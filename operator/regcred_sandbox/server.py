@@ -697,6 +697,8 @@ class ApiServer(kmock.KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=now_str(), generation=1)
         if 'status' in store.subresources:
             obj.pop('status', None)  # status is only written through the /status subresource
+        if store.group == '' and store.plural == 'pods':
+            self._admit_service_account(obj, namespace or '')
         self._normalize(store, obj, creating=True)
         self._validate(store, obj)
         if dry_run:
@@ -707,6 +709,24 @@ class ApiServer(kmock.KubernetesEmulator):
         if store is self._crds:
             self._register_crd(obj)
         return obj
+
+    def _admit_service_account(self, pod: Obj, namespace: str) -> None:
+        """The one rule of the ServiceAccount admission plugin that the operator depends on: a pod created
+        without ``imagePullSecrets`` gets its ServiceAccount's (``default`` unless it names one); a pod that
+        lists any of its own keeps exactly those. Kubernetes: plugin/pkg/admission/serviceaccount/admission.go,
+        ``Admit`` (``if len(pod.Spec.ImagePullSecrets) == 0 { ... serviceAccount.ImagePullSecrets ... }``),
+        on create only. Unlike the plugin, a missing ServiceAccount is not refused (403) and no token volume
+        is mounted."""
+        spec = pod.get('spec')
+        if not isinstance(spec, dict):
+            return
+        spec['serviceAccountName'] = spec.get('serviceAccountName') or spec.get('serviceAccount') or 'default'
+        if spec.get('imagePullSecrets'):
+            return
+        account = self._stores['', 'serviceaccounts'].get(namespace, spec['serviceAccountName'])
+        names = [ref.get('name') for ref in (account or {}).get('imagePullSecrets') or [] if isinstance(ref, dict)]
+        if names:
+            spec['imagePullSecrets'] = [{'name': name} for name in names]
 
     @staticmethod
     def _valid_name(store: Store, name: str) -> bool:
@@ -843,7 +863,10 @@ class ApiServer(kmock.KubernetesEmulator):
         meta = old['metadata']
         if meta.get('deletionTimestamp'):
             return old
-        if not meta.get('finalizers') and store is not self._namespaces:
+        # Pods are deleted gracefully: a real server first writes the deletionTimestamp (a MODIFIED event that
+        # watchers see), then removes a pod that no kubelet runs and no finalizer holds (a DELETED event).
+        graceful = store.group == '' and store.plural == 'pods'
+        if not meta.get('finalizers') and store is not self._namespaces and not graceful:
             return self._remove(store, old)
 
         marked = fresh(old)
@@ -851,6 +874,8 @@ class ApiServer(kmock.KubernetesEmulator):
         if store is self._namespaces:
             marked['status'] = {**(old.get('status') or {}), 'phase': 'Terminating'}
         self._commit(store, marked, 'MODIFIED', old)
+        if graceful and not meta.get('finalizers'):
+            return self._remove(store, marked)
         if store is self._namespaces:  # the namespace controller's job, done synchronously
             for other in list(self._stores.values()):
                 if other.namespaced:

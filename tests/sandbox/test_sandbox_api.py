@@ -197,6 +197,28 @@ def test_service_account_image_pull_secrets_are_replaced_not_merged(core: Any) -
     assert [ref.name for ref in patched.image_pull_secrets] == ["ours"]
 
 
+def test_a_new_pod_without_pull_secrets_gets_its_service_accounts(core: Any) -> None:
+    # The ServiceAccount admission plugin's rule (plugin/pkg/admission/serviceaccount/admission.go): on create
+    # only, and only for a pod that lists no imagePullSecrets of its own.
+    core.create_namespaced_service_account("default", {"metadata": {"name": "default"},
+                                                       "imagePullSecrets": [{"name": "a"}, {"name": "b"}]})
+    core.create_namespaced_service_account("default", {"metadata": {"name": "builder"},
+                                                       "imagePullSecrets": [{"name": "c"}]})
+    containers = [{"name": "app", "image": "busybox"}]
+    plain = core.create_namespaced_pod("default", {"metadata": {"name": "plain"}, "spec": {"containers": containers}})
+    assert plain.spec.service_account_name == "default"
+    assert [ref.name for ref in plain.spec.image_pull_secrets] == ["a", "b"]
+    built = core.create_namespaced_pod("default", {"metadata": {"name": "built"}, "spec": {
+        "containers": containers, "serviceAccountName": "builder"}})
+    assert [ref.name for ref in built.spec.image_pull_secrets] == ["c"]
+    own = core.create_namespaced_pod("default", {"metadata": {"name": "own"}, "spec": {
+        "containers": containers, "imagePullSecrets": [{"name": "mine"}]}})
+    assert [ref.name for ref in own.spec.image_pull_secrets] == ["mine"]
+
+    core.patch_namespaced_service_account("default", "default", {"imagePullSecrets": [{"name": "later"}]})
+    assert [ref.name for ref in core.read_namespaced_pod("plain", "default").spec.image_pull_secrets] == ["a", "b"]
+
+
 def test_merge_patches_replace_lists_and_crds_refuse_strategic_merge(cluster: EmulatedCluster, custom: Any) -> None:
     custom.create_namespaced_custom_object("example.dev", "v1", "default", "gadgets", gadget("g", items=[1, 2]))
     patched = custom.patch_namespaced_custom_object("example.dev", "v1", "default", "gadgets", "g",

@@ -41,6 +41,21 @@ def test_watch_from_a_resource_version_streams_only_later_events(cluster: Emulat
     assert int(events[-1]["object"]["metadata"]["resourceVersion"]) > int(rv)
 
 
+def test_a_deleted_pod_is_first_marked_then_removed(cluster: EmulatedCluster, core: Any) -> None:
+    # As a real server deletes a pod that no kubelet runs: graceful deletion with a period of 0 writes the
+    # deletionTimestamp (watchers see MODIFIED), then removes it (DELETED).
+    core.create_namespaced_pod("default", {"metadata": {"name": "p"},
+                                           "spec": {"containers": [{"name": "a", "image": "x"}]}})
+    rv = core.list_namespaced_pod("default").metadata.resource_version
+    core.delete_namespaced_pod("p", "default")
+
+    events = stream(cluster, f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}", limit=2)
+    assert summary(events) == [("MODIFIED", "p"), ("DELETED", "p")]
+    assert all(e["object"]["metadata"]["deletionTimestamp"] for e in events)
+    assert events[0]["object"]["metadata"]["deletionGracePeriodSeconds"] == 0
+    assert core.list_namespaced_pod("default").items == []
+
+
 @pytest.mark.parametrize("rv", ["", "&resourceVersion=0"])
 def test_watch_without_a_resource_version_starts_with_the_current_state(
         cluster: EmulatedCluster, core: Any, rv: str) -> None:

@@ -39,6 +39,9 @@ class Settings:
     # At most this many remediations (restarts, pod deletions) per minute across all credentials: a bad
     # rollout of many workloads at once must not turn into a restart storm.
     remediations_per_minute: int = 10
+    # What the rate limit holds back waits in a queue (one entry per workload, worked through oldest first as
+    # the window frees); beyond this many, more are not queued (logged) and are found by a sweep once half have gone.
+    remediation_backlog_size: int = 10_000
     # Serve only these namespaces (empty: the whole cluster). RegistryCredentials and Namespaces are still
     # read cluster-wide; Secrets, ServiceAccounts and Pods only in these, so the RBAC can be Roles.
     watch_namespaces: tuple[str, ...] = ()
@@ -80,6 +83,8 @@ class Settings:
             metrics_port=int(env.get("REGCRED_METRICS_PORT", 9090)),
             metrics_address=env.get("REGCRED_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
             remediations_per_minute=int(env.get("REGCRED_REMEDIATIONS_PER_MINUTE", defaults.remediations_per_minute)),
+            remediation_backlog_size=int(env.get("REGCRED_REMEDIATION_BACKLOG_SIZE",
+                                                 defaults.remediation_backlog_size)),
             google_iam_endpoint_url=env.get("REGCRED_GOOGLE_IAM_ENDPOINT_URL") or None,
             google_sts_endpoint_url=env.get("REGCRED_GOOGLE_STS_ENDPOINT_URL") or None,
             insecure_registries=frozenset(h.strip() for h in env.get("REGCRED_INSECURE_REGISTRIES", "").split(",")

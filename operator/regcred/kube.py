@@ -240,6 +240,13 @@ class KubeApi:
                             query={"fieldSelector": selector, "limit": limit})
         return list((page or {}).get("items") or [])[:limit]
 
+    def read_pending_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """One pod, if it still exists and is not running yet (None otherwise). A LIST by name, not a GET:
+        the operator's RBAC lets it list and watch pods, not read any one of them."""
+        items = self.list_all(_namespaced("pods", namespace),
+                              fieldSelector=f"metadata.name={name},status.phase=Pending")
+        return items[0] if items else None
+
     def get_or_none(self, path: str) -> dict[str, Any] | None:
         """An object by its API path; None when it does not exist."""
         try:

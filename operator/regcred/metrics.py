@@ -24,6 +24,8 @@ NAMESPACES = prom.Gauge(
 REMEDIATIONS = prom.Counter(
     "regcred_remediations_total", "Workloads restarted or pods deleted, by action and diagnosed cause.",
     ["credential", "action", "cause"])
+REMEDIATIONS_PENDING = prom.Gauge(
+    "regcred_remediations_pending", "Workloads whose remediation waits for the global rate limit.", ["credential"])
 PULL_FAILURES = prom.Counter(
     "regcred_pull_failures_total", "Pods stuck pulling from a credential's registries, by diagnosed cause.",
     ["credential", "cause"])
@@ -40,7 +42,7 @@ CREDENTIAL_REJECTED = prom.Gauge(
 
 def forget(credential: str) -> None:
     """Drop a deleted credential's gauges, so that no alert fires for what no longer exists."""
-    for gauge in (CREDENTIAL_READY, TOKEN_EXPIRY, CREDENTIAL_REJECTED):
+    for gauge in (CREDENTIAL_READY, TOKEN_EXPIRY, CREDENTIAL_REJECTED, REMEDIATIONS_PENDING):
         with contextlib.suppress(KeyError):
             gauge.remove(credential)
     for state in ("selected", "synced", "failed", "conflicts"):

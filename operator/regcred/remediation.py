@@ -8,7 +8,6 @@ Event on the workload and counted in the credential's status.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime
 import logging
@@ -17,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from regcred import metrics
+from regcred.backlog import Backlog, Held, RateLimiter, Retries, WorkloadKey
 from regcred.clock import Clock
 from regcred.config import Settings
 from regcred.diagnosis import (
@@ -91,31 +91,23 @@ class Target:
         return "v1" if self.kind == "Pod" else KINDS[self.kind].api
 
 
-class RateLimiter:
-    """A sliding window: at most `limit` actions in any 60 seconds of the operator's clock."""
-
-    def __init__(self, limit: int, clock: Clock) -> None:
-        self.limit, self.clock = limit, clock
-        self._times: collections.deque[datetime.datetime] = collections.deque()
-        self._lock = threading.Lock()
-
-    def allow(self) -> bool:
-        now = self.clock.now()
-        with self._lock:
-            while self._times and now - self._times[0] >= datetime.timedelta(minutes=1):
-                self._times.popleft()
-            if len(self._times) >= self.limit:
-                return False
-            self._times.append(now)
-            return True
-
-
 class Remediator:
     def __init__(self, kube: KubeApi, reconciler: Reconciler, settings: Settings, clock: Clock,
                  prober: Prober | None = None) -> None:
         self.kube, self.reconciler, self.settings, self.clock = kube, reconciler, settings, clock
         self.prober = prober or reconciler.prober
         self.limiter = RateLimiter(settings.remediations_per_minute, clock)
+        # What the rate limit holds back, worked through oldest first as the window frees (work_due).
+        self.backlog = Backlog(settings.remediation_backlog_size)
+        # Pods whose handling failed on an API error, and sweeps whose LIST failed: tried again with back-off.
+        self.retries = Retries(clock, initial=settings.retry_initial, maximum=settings.retry_max)
+        # Called (from any thread) when there is new waiting work: the Runtime's work loop wakes up.
+        self.notify: Callable[[], None] = lambda: None
+        self._turn = threading.local()  # the backlog entry this thread is working on, if any
+        self._pending_published: dict[str, int] = {}  # status.remediationsPending as last written
+        self._pending_retry_at: datetime.datetime | None = None
+        self._backlog_full_logged = False
+        self._overflowed: set[str] = set()  # credentials whose workloads found the backlog full: swept again
         # (credential, pod uid, container, cause) already explained: one Event each, not one per status update.
         self._explained: set[tuple[str, str, str, str]] = set()
         # The operator's own memory of stuck containers (uid, container) and of its recent decisions and probes.
@@ -131,23 +123,190 @@ class Remediator:
         self._lock = threading.Lock()
         self.actions: list[str] = []  # what was done, for tests and logs ("RolloutRestart Deployment shop/web")
 
-    def sweep(self) -> None:
-        """Look at every pending pod: after a credential's Secrets changed, pods stuck before may now be fixable."""
-        if not self.reconciler.serving:
-            return
-        for pod in self.kube.list_pending_pods():
-            self.handle_pod(pod)
+    # -- detection: which pods are looked at, and that none is lost ----------------------------------
 
-    def handle_pod(self, pod: Mapping[str, Any]) -> None:
+    def sweep(self, credential: str | None = None) -> None:
+        """Look at every pending pod (for one credential, or all): at start-up, when a credential is first
+        served by this replica, and after its Secrets changed, pods stuck before may now be fixable.
+
+        A failed LIST is tried again later (with back-off); a pod whose handling fails does not stop the others.
+        """
+        key = ("sweep", credential or "")
+        if not any(credential in (None, name) for name in self.reconciler.serving):
+            self.retries.succeeded(key)  # nothing served (any more): nothing to look for
+            return
+        try:
+            pods = self.kube.list_pending_pods()
+        except Exception as error:  # an API error, or the API unreachable
+            self._failed(key, f"listing pending pods for a sweep{f' of credential {credential}' if credential else ''}",
+                         error)
+            return
+        self.retries.succeeded(key)
+        handled = sum(self.handle_pod(pod, credential) for pod in pods)
+        self.notify()  # the work loop publishes how many wait (and corrects a count a previous process left)
+        logger.debug("Swept %d pending pod(s) for %s; %d handled.", len(pods), credential or "all credentials", handled)
+
+    def handle_pod(self, pod: Mapping[str, Any], credential: str | None = None) -> bool:
+        """Diagnose one pod for every credential serving it (or only `credential`), and act.
+
+        Never raises: an API error is logged and the pod is tried again later, with back-off. Returns
+        whether the pod was handled (False: it failed and waits for a retry).
+        """
         stuck = stuck_containers(pod)
         if not stuck:
-            return
-        namespace = (pod.get("metadata") or {}).get("namespace", "")
+            return True
+        metadata = pod.get("metadata") or {}
+        namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
+        handled = True
         for serving in list(self.reconciler.serving.values()):
+            if credential is not None and serving.name != credential:
+                continue
             # Only credentials for this namespace and one of the images' registries: the others need no reads.
-            if namespace in serving.namespaces and any(served(c.image, serving.token.hosts) for c in stuck):
+            if namespace not in serving.namespaces or not any(served(c.image, serving.token.hosts) for c in stuck):
+                continue
+            key = ("pod", namespace, name, serving.name)  # a failure is retried for this credential only
+            try:
                 with self._lock:  # one decision at a time: the once-per-revision record must be read fresh
                     self._handle(pod, serving)
+            except KubeError as error:
+                self._failed(key, f"handling pod {namespace}/{name} for credential {serving.name}", error)
+                handled = False
+            except Exception as error:  # a bug must not lose the pod either: logged in full, tried again
+                logger.exception("Handling pod %s/%s for credential %s failed.", namespace, name, serving.name)
+                self._failed(key, f"handling pod {namespace}/{name}", error, logged=True)
+                handled = False
+            else:
+                self.retries.succeeded(key)
+        return handled
+
+    def _failed(self, key: tuple[str, ...], what: str, error: Exception, *, logged: bool = False) -> None:
+        due = self.retries.failed(key)
+        reason = f"{error.status} {error.reason}" if isinstance(error, KubeError) else repr(error)
+        if due is None:
+            logger.error("Gave up %s after %d failures (last: %s); the next sweep looks at it again.", what,
+                         self.retries.max_failures, reason)
+        elif not logged:
+            logger.warning("Failed %s (%s); trying again at %s.", what, reason, format_time(due))
+        self.notify()
+
+    # -- waiting work: retries and the rate limit's backlog ---------------------------------------------
+
+    def next_due(self) -> datetime.datetime | None:
+        """When work_due has something to do (None: nothing waits)."""
+        times = [t for t in (self.retries.next_due(), self._pending_retry_at) if t is not None]
+        if len(self.backlog):
+            times.append(self.limiter.next_free())
+        if self._pending_retry_at is None and self._pending_changes():
+            times.append(self.clock.now())
+        return min(times, default=None)
+
+    def work_due(self) -> None:
+        """Retry what failed and is due, let the backlog through as far as the rate limit allows, oldest
+        first, and publish how many wait. Runs in the Runtime's work loop, on the active replica only."""
+        for key in self.retries.due():
+            if not isinstance(key, tuple):
+                continue
+            if key[0] == "sweep":
+                self.sweep(key[1] or None)
+            else:
+                self._retry_pod(key)
+        self._drain()
+        if self._overflowed and len(self.backlog) <= self.backlog.capacity // 2:
+            # What found the backlog full was not queued: now that there is room, look for it again.
+            overflowed, self._overflowed = sorted(self._overflowed), set()
+            self._backlog_full_logged = False
+            for credential in overflowed:
+                logger.info("The remediation backlog has room again: sweeping credential %s's pods again.",
+                            credential)
+                self.sweep(credential)
+        self._publish_pending()
+
+    def _retry_pod(self, key: tuple[str, ...]) -> None:
+        _, namespace, name, credential = key
+        try:
+            pod = self.kube.read_pending_pod(namespace, name)
+        except Exception as error:  # an API error, or the API unreachable
+            self._failed(key, f"reading pod {namespace}/{name}", error)
+            return
+        if pod is None or not stuck_containers(pod):  # gone, or pulled meanwhile: nothing left to do
+            self.retries.succeeded(key)
+            return
+        if self.handle_pod(pod, credential or None):  # also when the credential no longer serves it
+            self.retries.succeeded(key)
+
+    def _drain(self) -> None:
+        while (held := self.backlog.oldest()) is not None and self.limiter.next_free() <= self.clock.now():
+            self._turn.key = held.key
+            self._turn.refused = False
+            try:
+                pod = self.kube.read_pending_pod(held.namespace, held.pod)
+                if pod is not None and stuck_containers(pod):
+                    # Decided again: the pod may have been fixed, the workload restarted or opted out meanwhile.
+                    self.handle_pod(pod, held.credential)
+            except Exception as error:  # the pod is retried on its own; the workload leaves the queue
+                self._failed(("pod", held.namespace, held.pod, held.credential),
+                             f"reading pod {held.namespace}/{held.pod}", error)
+            finally:
+                self._turn.key = None
+            if self._turn.refused:  # the window filled up after all: it keeps its place
+                break
+            self.backlog.remove(held.key)
+            logger.info("Took %s %s/%s (held back since %s) off the remediation backlog; %d still wait.",
+                        held.kind, held.namespace, held.name, format_time(held.since), len(self.backlog))
+
+    def _admit(self, pod: Mapping[str, Any], target: Target, serving: Serving) -> bool:
+        """The global rate limit: act now, or wait in the backlog behind the workloads already waiting
+        (oldest first) — never dropped. Called with self._lock held, so admissions are one at a time."""
+        key: WorkloadKey = (serving.name, target.namespace, target.kind, target.name)
+        turn = getattr(self._turn, "key", None) == key
+        if (turn or not len(self.backlog)) and self.limiter.allow():  # nobody waits, or its turn came
+            return True
+        if turn:
+            self._turn.refused = True
+            return False
+        pod_name = str((pod.get("metadata") or {}).get("name", ""))
+        if self.backlog.add(Held(*key, pod=pod_name, since=self.clock.now())):
+            logger.info("Remediation of %s %s/%s waits for the rate limit (%d a minute); %d wait.", target.kind,
+                        target.namespace, target.name, self.settings.remediations_per_minute, len(self.backlog))
+        else:
+            self._overflowed.add(serving.name)
+            if not self._backlog_full_logged:  # once each time it fills up, not once per pod
+                self._backlog_full_logged = True
+                logger.error("The remediation backlog is full (%d workloads wait for the rate limit of %d a minute): "
+                             "%s %s/%s and further ones are not queued now; their pods are looked at again when "
+                             "half of it has been worked through.", self.backlog.capacity,
+                             self.settings.remediations_per_minute, target.kind, target.namespace, target.name)
+        self.notify()
+        return False
+
+    def _pending_changes(self) -> dict[str, int]:
+        """{credential: waiting workloads} for the served credentials whose published count is out of date
+        (at first, what the status says: a previous process, or replica, may have left a count there)."""
+        counts = self.backlog.counts()
+        serving = dict(self.reconciler.serving)
+        changes = {}
+        for name, served_now in sorted(serving.items()):
+            known = self._pending_published.get(name)
+            if known is None:
+                known = int(((served_now.credential.get("status") or {}).get("remediationsPending")) or 0)
+            if known != counts.get(name, 0):
+                changes[name] = counts.get(name, 0)
+        return changes
+
+    def _publish_pending(self) -> None:
+        """status.remediationsPending of every credential whose count changed (a write only on a change)."""
+        self._pending_retry_at = None
+        for name in set(self._pending_published) - set(self.reconciler.serving):  # deleted, or not served here
+            self._pending_published.pop(name, None)
+        for name, count in self._pending_changes().items():
+            try:
+                self.kube.patch_credential_status(name, {"remediationsPending": count})
+            except KubeError as error:
+                logger.warning("Could not update %s's status: %s", name, error.reason)
+                self._pending_retry_at = self.clock.now() + self.settings.retry_initial
+                continue
+            metrics.REMEDIATIONS_PENDING.labels(name).set(count)
+            self._pending_published[name] = count
 
     def _handle(self, pod: Mapping[str, Any], serving: Serving) -> None:
         uid = (pod.get("metadata") or {}).get("uid", "")
@@ -329,9 +488,7 @@ class Remediator:
         if skip is not None:
             logger.debug("Not remediating %s again: %s.", where, skip)
             return
-        if not self.limiter.allow():
-            logger.warning("Remediation of %s postponed: more than %d this minute.", where,
-                           self.settings.remediations_per_minute)
+        if not self._admit(pod, target, serving):  # held back by the global rate limit: queued, never dropped
             return
         kind = KINDS[target.kind]
         action, delete = how.action, how.delete_pod
@@ -442,6 +599,16 @@ class Remediator:
                                                   format_time(self.clock.now()))
         except KubeError as error:
             logger.warning("Could not post Event %s: %s", reason, error.reason)
+
+
+def sweep_needed(before: Serving | None, after: Serving | None, writes: int, *, swept: bool) -> bool:
+    """Whether a reconciliation calls for a sweep of the credential's stuck pods: the first time it is served
+    since this replica started or took over (pod events before that found nothing to serve them), a new
+    revision (a refresh), namespaces newly served, or Secrets written (restored, or created)."""
+    if after is None:
+        return False
+    return (not swept or before is None or writes > 0 or before.revision != after.revision
+            or not after.namespaces <= before.namespaces)
 
 
 def _verb(action: str) -> str:

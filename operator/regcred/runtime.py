@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
+import logging
 
 from regcred import metrics
 from regcred.clock import Clock, SystemClock
@@ -11,6 +13,8 @@ from regcred.config import Settings
 from regcred.kube import KubeApi, load_api_client
 from regcred.reconcile import Reconciler
 from regcred.remediation import Remediator
+
+logger = logging.getLogger("regcred")
 
 
 @dataclasses.dataclass
@@ -37,6 +41,12 @@ class Wakeups:
         for event in self.events.values():
             event.set()
 
+    @property
+    def active(self) -> bool:
+        """Whether this replica acts: credential daemons run only on the active replica (kopf stops them
+        when peering pauses it, and starts them again when it takes over)."""
+        return bool(self.events)
+
 
 @dataclasses.dataclass
 class Runtime:
@@ -47,9 +57,49 @@ class Runtime:
     wakeups: Wakeups = dataclasses.field(default_factory=Wakeups)
     remediator: Remediator = dataclasses.field(init=False)
     _metrics_server: object | None = dataclasses.field(default=None, init=False)
+    _work_task: asyncio.Task[None] | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.remediator = Remediator(self.kube, self.reconciler, self.settings, self.clock)
+
+    # How long the work loop sleeps (real time) while this replica is a standby, before looking again.
+    standby_poll_seconds = 1.0
+    # When nothing waits, the work loop still looks this often (operator clock).
+    idle_wake = datetime.timedelta(minutes=5)
+
+    def start_work(self) -> None:
+        """Start the loop that works through waiting remediation work, in the running event loop."""
+        if self._work_task is None and self.settings.remediation_enabled:
+            loop = asyncio.get_running_loop()
+            wake = asyncio.Event()
+
+            def notify() -> None:
+                loop.call_soon_threadsafe(wake.set)
+
+            self.remediator.notify = notify
+            self._work_task = loop.create_task(self._work(wake), name="regcred-remediation-work")
+
+    async def stop_work(self) -> None:
+        task, self._work_task = self._work_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _work(self, wake: asyncio.Event) -> None:
+        """Sleep (on the operator's clock) until a retry is due or the rate limit's window frees, or new work
+        arrives; then do what is due. Only while this replica is active: a standby leaves it to the other."""
+        while True:
+            wake.clear()
+            due = self.remediator.next_due()
+            await self.clock.sleep_until(due if due is not None else self.clock.now() + self.idle_wake, wake)
+            if not self.wakeups.active:
+                await asyncio.sleep(self.standby_poll_seconds)
+                continue
+            try:
+                await asyncio.to_thread(self.remediator.work_due)
+            except Exception:  # never let the loop die: what failed stays queued and is tried again
+                logger.exception("Working through waiting remediations failed.")
+                await asyncio.sleep(self.standby_poll_seconds)
 
     @classmethod
     def create(cls, *, settings: Settings | None = None, clock: Clock | None = None,

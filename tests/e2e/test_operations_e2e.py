@@ -76,10 +76,11 @@ def test_metrics_are_scraped_over_http(hub: Cluster, operator: OperatorFactory) 
 class OperatorProcess:
     """`regcred run` as its own process, the way a replica in the cluster runs it."""
 
-    def __init__(self, kubeconfig: str, priority: int, log: Path) -> None:
+    def __init__(self, kubeconfig: str, priority: int, log: Path, **settings: str) -> None:
         env = {**os.environ, "KUBECONFIG": kubeconfig, "REGCRED_PEERING_NAME": "regcred-operator",
                "REGCRED_PEERING_PRIORITY": str(priority), "REGCRED_PEERING_LIFETIME_SECONDS": "4",
-               "REGCRED_METRICS_PORT": "0", "REGCRED_DEBOUNCE_SECONDS": "0.05", "REGCRED_REMEDIATION": "false"}
+               "REGCRED_METRICS_PORT": "0", "REGCRED_DEBOUNCE_SECONDS": "0.05", "REGCRED_REMEDIATION": "false",
+               **settings}
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "regcred.cli", "run", "--verbose"], env=env, cwd=ROOT,

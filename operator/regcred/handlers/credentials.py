@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from regcred import GROUP, PLURAL, VERSION
+from regcred.remediation import sweep_needed
 from regcred.runtime import Runtime
 
 
@@ -21,13 +22,17 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
     """
     runtime: Runtime = memo["runtime"]
     wake = runtime.wakeups.register(name)
+    swept = False  # this daemon runs from start-up, or since this replica took over: sweep once it serves
     try:
         while True:
             wake.clear()
             snapshot = copy.deepcopy(dict(body))
+            before = runtime.reconciler.serving.get(name)
             outcome = await asyncio.to_thread(runtime.reconciler.reconcile, snapshot)
-            if outcome.writes and runtime.settings.remediation_enabled:  # stuck pods may be fixable now
-                await asyncio.to_thread(runtime.remediator.sweep)
+            after = runtime.reconciler.serving.get(name)
+            if runtime.settings.remediation_enabled and sweep_needed(before, after, outcome.writes, swept=swept):
+                await asyncio.to_thread(runtime.remediator.sweep, name)  # stuck pods may be fixable now
+            swept = swept or after is not None
             await runtime.clock.sleep_until(outcome.wake_at, wake)
             # Let a burst of events (a namespace created with its ServiceAccount) settle into one run.
             await asyncio.sleep(runtime.settings.debounce.total_seconds())

@@ -51,6 +51,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     runtime.start_metrics()
 
 
+@kopf.on.startup()
+async def start_work(memo: kopf.Memo, **_: Any) -> None:
+    """The loop that works through remediations held back by the rate limit and retries failed ones."""
+    runtime: Runtime = memo["runtime"]
+    runtime.start_work()
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster service account first, else the kubeconfig that KUBECONFIG (read now, not at import) names."""
@@ -58,7 +65,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.cleanup()
-def close(memo: kopf.Memo, **_: Any) -> None:
+async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
+        await runtime.stop_work()
         runtime.close()

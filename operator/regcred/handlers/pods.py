@@ -12,7 +12,9 @@ from regcred.runtime import Runtime
 
 
 # The API server sends only Pending pods (lifecycle.configure sets the field selector): the kubelet
-# writes ErrImagePull/ImagePullBackOff into their status within seconds of a failed pull.
+# writes ErrImagePull/ImagePullBackOff into their status within seconds of a failed pull. An event that
+# comes before its credential is served finds nothing to do here: the sweep when the credential starts
+# being served (credentials.keep_credential_fresh) looks at the pod again. Errors are retried, never raised.
 @kopf.on.event("v1", "pods")
 async def pod_stuck_pulling(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if event.get("type") == "DELETED" or not stuck_containers(body):

@@ -152,10 +152,15 @@ class Remediator:
         Never raises: an API error is logged and the pod is tried again later, with back-off. Returns
         whether the pod was handled (False: it failed and waits for a retry).
         """
+        metadata = pod.get("metadata") or {}
+        # A pod being deleted is already on its way out (a real server sends it once more with its
+        # deletionTimestamp before DELETED; its ReplicaSet may be gone first in a background deletion):
+        # nothing to diagnose, nothing to restart, no Event telling anyone to recreate it.
+        if metadata.get("deletionTimestamp"):
+            return True
         stuck = stuck_containers(pod)
         if not stuck:
             return True
-        metadata = pod.get("metadata") or {}
         namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
         handled = True
         for serving in list(self.reconciler.serving.values()):

@@ -10,8 +10,6 @@ failed with, so a story that needs a restart starts with pods stuck before the c
 (`operator.start()`, the workload and its failed pull, then `attach`): admission gives their replacements the
 Secret they lacked. Which stuck pods are restarted, explained or reported, with a real registry to probe, is
 tests/e2e/test_remediation_e2e.py's subject (templates listing their own pull secrets, Jobs without retries).
-Where the operator's current behaviour is wrong, an ``xfail(strict=True)`` test asserts the right one and says
-what happens instead: it flips to a failure (XPASS) once the behaviour is fixed.
 """
 
 from __future__ import annotations
@@ -379,10 +377,6 @@ def test_deleted_workloads_take_their_replicasets_and_pods_along_while_the_opera
     assert [w for w in operator_writes(shop, NS) if w[1] != "events"] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the operator diagnoses pods that are being deleted (a deleted pod is first MODIFIED with a deletionTimestamp): "
-    "when the garbage collector removes a stuck pod after its ReplicaSet, the operator finds no controller, posts "
-    "a NotRemediated Warning ('delete and recreate it') on the departing pod and counts a pull failure"))
 def test_a_workload_deleted_in_the_background_draws_no_warning_about_its_departing_pods(
     shop: Cluster, operator: OperatorFactory
 ) -> None:

@@ -53,6 +53,8 @@ from regcred.workloads import (
 logger = logging.getLogger("regcred")
 
 MAX_REMEDIATIONS_IN_STATUS = 20
+# status.remediations[].result: whether the action took effect (the stuck pod is gone).
+PENDING, REPLACED, INEFFECTIVE = "Pending", "Replaced", "Ineffective"
 DECISION_MEMORY = datetime.timedelta(minutes=10)  # the kubelet's image back-off tops out at 5 minutes
 PROBE_MEMORY = datetime.timedelta(minutes=1)
 # A rolled workload's stuck pod still there this long after the rollout: the rollout did not take effect
@@ -157,6 +159,7 @@ class Remediator:
         # deletionTimestamp before DELETED; its ReplicaSet may be gone first in a background deletion):
         # nothing to diagnose, nothing to restart, no Event telling anyone to recreate it.
         if metadata.get("deletionTimestamp"):
+            self.pod_gone(pod)
             return True
         stuck = stuck_containers(pod)
         if not stuck:
@@ -499,7 +502,8 @@ class Remediator:
         action, delete = how.action, how.delete_pod
         note = f" {how.note}" if how.note else ""
         if spec.remediation_dry_run:
-            self._record(target, serving, "DryRun", decision, f"Would {_verb(action)} {where}: {decision.why}{note}")
+            self._record(target, serving, "DryRun", decision, None,
+                         f"Would {_verb(action)} {where}: {decision.why}{note}")
             return
         if delete and not self._first_time(("deleted", pod_uid)):
             return
@@ -518,7 +522,8 @@ class Remediator:
                     self._acted.clear()
                 self._acted[(spec.name, pod_uid)] = (now, target)
         detail = " and deleted its stuck pod" if delete and action == "RolloutRestart" else ""
-        self._record(target, serving, action, decision,
+        # Done once the stuck pod is gone: at once when it was deleted here, when the rollout removes it otherwise.
+        self._record(target, serving, action, decision, result=REPLACED if delete else PENDING, message=
                      f"{'Restarted' if action == 'RolloutRestart' else 'Deleted the stuck pod of'} {where}{detail} "
                      f"to use the fresh credential of RegistryCredential {spec.name}: {decision.why}{note}")
 
@@ -542,6 +547,31 @@ class Remediator:
         metrics.REMEDIATIONS_INEFFECTIVE.labels(serving.name).inc()
         self._post(target, "Warning", "RemediationIneffective", message)
         self._post_credential(serving, "Warning", "RemediationIneffective", message)
+        self._settle(serving.name, target, INEFFECTIVE)
+
+    def pod_gone(self, pod: Mapping[str, Any]) -> None:
+        """A pod was deleted (or is being deleted). If a rollout was made for it, the rollout took effect:
+        its status entry is settled as Replaced. In-memory bookkeeping only; never raises."""
+        uid = str((pod.get("metadata") or {}).get("uid", ""))
+        with self._seen_lock:
+            gone = [(key, acted) for key, acted in self._acted.items() if key[1] == uid]
+            for key, _ in gone:
+                del self._acted[key]
+        for (credential, _), (_, target) in gone:
+            with self._lock:  # status read-modify-writes one at a time (_record writes the same list)
+                self._settle(credential, target, REPLACED)
+
+    def _settle(self, credential: str, target: Target, result: str) -> None:
+        """The newest Pending remediation of this workload in the credential's status gets its result."""
+        def change(status: Mapping[str, Any]) -> dict[str, Any]:
+            entries = [dict(e) for e in status.get("remediations") or [] if isinstance(e, Mapping)]
+            for entry in entries:
+                if (entry.get("namespace"), entry.get("kind"), entry.get("name"), entry.get("result")) == (
+                        target.namespace, target.kind, target.name, PENDING):
+                    entry["result"] = result
+                    break
+            return {"remediations": entries}
+        self._update_status(credential, change)
 
     def _first_time(self, key: tuple[str, ...]) -> bool:
         """Whether this is news (one Event per workload and revision, not one per pod status update)."""
@@ -553,7 +583,8 @@ class Remediator:
             self._noted.add(key)
             return True
 
-    def _record(self, target: Target, serving: Serving, action: str, decision: Decision, message: str) -> None:
+    def _record(self, target: Target, serving: Serving, action: str, decision: Decision, result: str | None,
+                message: str) -> None:
         now = format_time(self.clock.now())
         self.actions.append(f"{action} {target.kind} {target.namespace}/{target.name}")
         logger.info("%s", message)
@@ -563,7 +594,7 @@ class Remediator:
         if action != "DryRun":
             metrics.REMEDIATIONS.labels(serving.name, action, str(decision.cause)).inc()
         entry = {"time": now, "namespace": target.namespace, "kind": target.kind, "name": target.name,
-                 "action": action, "reason": str(decision.cause)}
+                 "action": action, "reason": str(decision.cause), **({"result": result} if result else {})}
         self._update_status(serving.name, lambda status: {
             "remediations": [entry, *(status.get("remediations") or [])][:MAX_REMEDIATIONS_IN_STATUS]})
 

@@ -552,6 +552,46 @@ def test_a_rollout_that_leaves_the_stuck_pod_in_place_is_reported(
     kinds = {e.involved_object.kind for e in shop.events("RemediationIneffective")}
     assert kinds == {"Deployment", "RegistryCredential"}
     assert "is still there" in shop.events("RemediationIneffective")[0].message
+    eventually(lambda: _equal(shop.credential("private")["status"]["remediations"][0].get("result"), "Ineffective"))
+
+
+def test_a_rollout_is_recorded_as_done_once_the_stuck_pod_is_replaced(
+    shop: Cluster, operator: OperatorFactory, registry: Registry
+) -> None:
+    run_operator(operator, registry)
+    image = f"{registry.host}/{REPO}:{TAG}"
+    web = workload(shop, "Deployment", "web", image)
+    stuck = stuck_pod(shop, web, image, unauthorized(registry, image))
+    apply(shop, registry)
+    eventually(lambda: _assert(restarted(shop, "Deployment", "web")))
+    entry = eventually(lambda: _with(shop.credential("private")["status"], "remediations"))["remediations"][0]
+    assert (entry["action"], entry.get("result")) == ("RolloutRestart", "Pending")  # not done until the pod goes
+
+    if shop.real:  # the kubelet starts the new pod: the deployment controller then removes the stuck one
+        fresh = eventually(lambda: _unreported_pod(shop, "web"), timeout=20)
+        running(shop, fresh)
+    else:  # no deployment controller: the test removes the old pod as it would
+        shop.core.delete_namespaced_pod(stuck["metadata"]["name"], NS)
+    eventually(lambda: pod_replaced(shop, stuck), timeout=30)
+    eventually(lambda: _equal(shop.credential("private")["status"]["remediations"][0].get("result"), "Replaced"))
+    assert len(shop.credential("private")["status"]["remediations"]) == 1
+
+
+def running(shop: Cluster, pod: dict[str, Any]) -> None:
+    """The pod's status as the kubelet writes it once its container runs and is ready."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    shop.api_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status", {"status": {
+        "phase": "Running",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now},
+                       {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "app", "image": owner_image_of(pod), "imageID": "", "ready": True,
+                               "restartCount": 0, "started": True, "state": {"running": {"startedAt": now}}}],
+    }})
+
+
+def owner_image_of(pod: dict[str, Any]) -> str:
+    image: str = pod["spec"]["containers"][0]["image"]
+    return image
 
 
 def _with(status: dict[str, Any], key: str) -> dict[str, Any]:

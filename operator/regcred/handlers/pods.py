@@ -17,7 +17,10 @@ from regcred.runtime import Runtime
 # being served (credentials.keep_credential_fresh) looks at the pod again. Errors are retried, never raised.
 @kopf.on.event("v1", "pods")
 async def pod_stuck_pulling(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    if event.get("type") == "DELETED" or not stuck_containers(body):
-        return
     runtime: Runtime = memo["runtime"]
+    if event.get("type") == "DELETED":  # a rollout made for this pod took effect
+        await asyncio.to_thread(runtime.remediator.pod_gone, dict(body))
+        return
+    if not stuck_containers(body):
+        return
     await asyncio.to_thread(runtime.remediator.handle_pod, dict(body))

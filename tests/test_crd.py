@@ -487,8 +487,9 @@ def test_status_is_documented_and_bounded(schema: dict[str, Any]) -> None:
     assert set(status["failedNamespaces"]["items"]["properties"]) == {"namespace", "reason", "message"}
     assert status["remediations"]["maxItems"] == 20
     assert set(status["remediations"]["items"]["properties"]) == {
-        "time", "namespace", "kind", "name", "action", "reason",
+        "time", "namespace", "kind", "name", "action", "reason", "result",
     }  # fmt: skip
+    assert status["remediations"]["items"]["properties"]["result"]["enum"] == ["Pending", "Replaced", "Ineffective"]
 
 
 # --- CEL rules: present, where expected, with a message for people -------------------------------

@@ -550,14 +550,24 @@ class Remediator:
         self._settle(serving.name, target, INEFFECTIVE)
 
     def pod_gone(self, pod: Mapping[str, Any]) -> None:
-        """A pod was deleted (or is being deleted). If a rollout was made for it, the rollout took effect:
-        its status entry is settled as Replaced. In-memory bookkeeping only; never raises."""
+        """A pod was deleted (or is being deleted). If a rollout was made for it and its workload is still
+        there, the rollout took effect: its status entry is settled as Replaced. A pod that goes with its
+        workload (deleted by someone) settles nothing. Never raises."""
         uid = str((pod.get("metadata") or {}).get("uid", ""))
         with self._seen_lock:
             gone = [(key, acted) for key, acted in self._acted.items() if key[1] == uid]
             for key, _ in gone:
                 del self._acted[key]
         for (credential, _), (_, target) in gone:
+            kind = KINDS[target.kind]
+            try:
+                workload = self.kube.read_namespaced(kind.api, kind.plural, target.namespace, target.name)
+            except KubeError as error:
+                logger.warning("Could not read %s %s/%s: %s", target.kind, target.namespace, target.name,
+                               error.reason)
+                continue
+            if workload is None or (workload.get("metadata") or {}).get("deletionTimestamp"):
+                continue
             with self._lock:  # status read-modify-writes one at a time (_record writes the same list)
                 self._settle(credential, target, REPLACED)
 

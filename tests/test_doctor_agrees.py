@@ -248,6 +248,7 @@ def test_doctor_and_the_operator_agree(kube: KubeApi, registry: Registry, row: R
     action, cause, message = operator_verdict(kube)
 
     assert (seen_by_doctor["action"], seen_by_doctor["cause"]) == (row.action, row.cause), json.dumps(seen_by_doctor)
+    assert seen_by_doctor["fix"]  # and a fix for people, whatever the operator does
     assert action == seen_by_doctor["action"]
     if action == "ignore":
         assert seen_by_doctor["credential"] is None and seen_by_doctor["next"] == "nothing"

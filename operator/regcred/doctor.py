@@ -166,7 +166,8 @@ class OperatorView:
             "ambiguous": self.decision.ambiguous,
             "action": str(self.decision.action),
             "why": self.decision.why,
-            "reason": self.decision.reason,
+            # The Event reason of an explanation (RestartWouldNotHelp, PullSecretNotInTemplate, CredentialRejected).
+            "reason": self.decision.reason if self.decision.action in (Action.EXPLAIN, Action.REJECTED) else None,
             "timing": str(self.decision.timing),
             "done": list(self.done),
             "next": self.next,
@@ -897,6 +898,9 @@ def render_text(reports: Sequence[ContainerReport], out: TextIO, now: datetime.d
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `regcred doctor`."""
+    parser.epilog = ("The verdict is regcred-operator's own decision for each stuck container (remediate, explain, "
+                     "rejected or ignore, with its cause and why), what it did or will do, and a fix. Exit codes: 0 "
+                     "no pod is stuck pulling, 1 at least one container is stuck (each diagnosed), 2 an error.")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-n", "--namespace", help="the namespace to look in (default: the kubeconfig context's)")
     where.add_argument("-A", "--all-namespaces", action="store_true", help="look in every namespace")

@@ -1,11 +1,12 @@
 """`regcred doctor` and the operator agree on the same pods: one table of pod situations, fed to both.
 
-Each row builds a pod on the emulated API (the test plays the kubelet, the controllers and the ServiceAccount
-admission plugin) with a RegistryCredential serving the namespace from a real registry (Debian's
-docker-registry, htpasswd, plain HTTP on 127.0.0.1). The operator's side is the Remediator itself, handling
-the pod as its watch would: what it decided is read from what it did (its Events on the workload, the
-credential's status). The doctor's side is its JSON output. Both must name the same cause and action, with
-the same sentence; after the operator acted, the doctor reports what it did.
+Each row builds a pod, on the emulated API and on the real control plane (the test plays the kubelet; on
+the emulated API also the controllers and the ServiceAccount admission plugin), with a RegistryCredential
+serving the namespace from a real registry (Debian's docker-registry, htpasswd, plain HTTP on 127.0.0.1).
+The operator's side is the Remediator itself, handling the pod as its watch would: what it decided is read
+from what it did (its Events on the workload, the credential's status). The doctor's side is its JSON
+output. Both must name the same cause and action, with the same sentence; after the operator acted, the
+doctor reports what it did.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import dataclasses
 import datetime
 import io
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,28 +27,17 @@ from regcred.doctor import run_doctor
 from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time, parse_time
 from regcred.imageref import ImageRef
 from regcred.kube import MERGE_PATCH, KubeApi
-from regcred.manifests import load_crd
 from regcred.models import parse_credential
 from regcred.probe import Prober
 from regcred.providers.base import Token
 from regcred.reconcile import Reconciler, Serving
 from regcred.remediation import Remediator
-from regcred_sandbox import EmulatedCluster
-from tests.registry.harness import (
-    PASSWORD,
-    REPO,
-    TAG,
-    USERNAME,
-    Registry,
-    make_signing_key,
-    registry_installed,
-    running_registry,
-)
+from tests.e2e.harness import Cluster
+from tests.e2e.test_remediation_e2e import stuck_pod as kubelet_reports
+from tests.e2e.test_remediation_e2e import workload
+from tests.registry.harness import PASSWORD, REPO, TAG, USERNAME, Registry, needs_registry
 
-pytestmark = pytest.mark.skipif(
-    not registry_installed() and not os.environ.get("CI"),
-    reason="docker-registry or htpasswd missing: run `bash scripts/install-registry.sh`",
-)
+pytestmark = [pytest.mark.e2e, needs_registry]
 
 NS = "shop"
 CREDENTIAL = "private"
@@ -71,9 +59,10 @@ class Row:
     message: str = "unauthorized"  # a key of MESSAGES: the container status's waiting message
     event: str | None = "unauthorized"  # a key of MESSAGES: the pod's Failed Event (None: no Event)
     event_at: str = "before"  # before | after the credential in place was written
-    pod_secrets: tuple[str, ...] = (SECRET,)  # what admission gave the pod
+    # The ServiceAccount carries the Secret when the pod is made (admission copies it into a pod that lists
+    # no pull secrets of its own), or only after (the pod lacks it).
+    attached_before_the_pod: bool = True
     template_secrets: tuple[str, ...] = ()
-    account_secrets: tuple[str, ...] = (SECRET,)
     password: str = PASSWORD  # of the credential in place
     registry: str | None = None  # None: the served registry
     job: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -87,9 +76,9 @@ ROWS = [
     Row("not-found", "explain", "not_found", tag="v2", message="not_found", event="not_found"),
     Row("ambiguous-image-exists", "remediate", "unauthorized", message="ambiguous", event="ambiguous"),
     Row("ambiguous-image-missing", "explain", "unauthorized", tag="v9", message="ambiguous", event="ambiguous"),
-    Row("template-with-its-own-pull-secrets", "explain", "unauthorized", pod_secrets=("other-pull",),
-        template_secrets=("other-pull",)),
-    Row("lacks-the-service-accounts-secret", "remediate", "unauthorized", pod_secrets=(), event_at="after"),
+    Row("template-with-its-own-pull-secrets", "explain", "unauthorized", template_secrets=("other-pull",)),
+    Row("lacks-the-service-accounts-secret", "remediate", "unauthorized", attached_before_the_pod=False,
+        event_at="after"),
     Row("registry-not-served", "ignore", "unauthorized", registry=UNSERVED),
     Row("pre-1.32-back-off-with-a-failed-event", "remediate", "unauthorized", reason="ImagePullBackOff",
         message="backoff"),
@@ -112,21 +101,6 @@ def messages(image: str) -> dict[str, str]:
                       "resource is denied"),
         "backoff": f'Back-off pulling image "{image}"',
     }
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with running_registry("htpasswd", tmp_path_factory.mktemp("agree-registry"), make_signing_key()) as reg:
-        yield reg
-
-
-@pytest.fixture
-def kube() -> Iterator[KubeApi]:
-    with EmulatedCluster() as cluster:
-        cluster.install_crd(load_crd())
-        api = KubeApi(cluster.api_client())
-        yield api
-        api.api_client.close()  # type: ignore[no-untyped-call]
 
 
 def credential_in_place(kube: KubeApi, registry: Registry, password: str) -> tuple[Serving, datetime.datetime]:
@@ -152,58 +126,40 @@ def credential_in_place(kube: KubeApi, registry: Registry, password: str) -> tup
     return Serving(body, parse_credential(CREDENTIAL, spec), frozenset({NS}), token, revision, since), since
 
 
-def stuck_pod(kube: KubeApi, row: Row, image: str, since: datetime.datetime) -> dict[str, Any]:
-    """The row's pod, as its controller and admission make it, and its status and Event as the kubelet writes them."""
-    template: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
-    if row.template_secrets:
-        template["imagePullSecrets"] = [{"name": n} for n in row.template_secrets]
-    owner: dict[str, Any] | None = None
-    if row.kind == "Deployment":
-        deployment = kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", body={
-            "metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}},
-                                                  "template": {"metadata": {"labels": {"app": "web"}},
-                                                               "spec": template}}})
-        owner = kube.request("POST", f"/apis/apps/v1/namespaces/{NS}/replicasets", body={
-            "metadata": {"name": "web-5d9", "ownerReferences": [reference(deployment)]},
-            "spec": {"selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": template}}})
-    elif row.kind == "Job":
-        owner = kube.request("POST", f"/apis/batch/v1/namespaces/{NS}/jobs", body={
-            "metadata": {"name": "migrate"}, "spec": {**row.job, "template": {"spec": {
-                **template, "restartPolicy": "Never"}}}})
-    spec: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
-    if row.pod_secrets:
-        spec["imagePullSecrets"] = [{"name": n} for n in row.pod_secrets]
-    metadata: dict[str, Any] = {"name": "web-1"}
-    if owner is not None:
-        metadata["ownerReferences"] = [reference(owner)]
-    pod = kube.request("POST", f"/api/v1/namespaces/{NS}/pods", body={"metadata": metadata, "spec": spec})
+def stuck_pod(shop: Cluster, row: Row, image: str, since: datetime.datetime) -> dict[str, Any]:
+    """The row's pod, made by its controller (or played so on the emulated API), with the pull failure the
+    kubelet reports: the waiting state, and the Failed Event at the row's time."""
     texts = messages(image)
+    if row.kind == "Pod":
+        pod = shop.api_request("POST", f"/api/v1/namespaces/{NS}/pods", {
+            "metadata": {"name": "web-1"}, "spec": {"containers": [{"name": "app", "image": image}], **(
+                {} if shop.real else {"imagePullSecrets": [{"name": n} for n in shop.pull_secrets(NS)]})}})
+    else:
+        owner = workload(shop, row.kind, "web" if row.kind == "Deployment" else "migrate", image,
+                         template_secrets=row.template_secrets, **row.job)
+        pod = kubelet_reports(shop, owner, image, texts[row.message], reason=row.reason, error="",
+                              via_replicaset=row.kind == "Deployment")
     if row.event is not None:
         at = format_time(since + (datetime.timedelta(minutes=2) if row.event_at == "after"
                                   else -datetime.timedelta(hours=1)))
-        kube.request("POST", f"/api/v1/namespaces/{NS}/events", body={
-            "metadata": {"name": "web-1.pull"},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": "web-1", "namespace": NS,
+        shop.api_request("POST", f"/api/v1/namespaces/{NS}/events", {
+            "metadata": {"name": f"{pod['metadata']['name']}.pull"},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "namespace": NS,
                                "uid": pod["metadata"]["uid"]},
             "reason": "Failed", "type": "Warning", "message": f'Failed to pull image "{image}": {texts[row.event]}',
-            "firstTimestamp": at, "lastTimestamp": at, "count": 1})
+            "source": {"component": "kubelet", "host": "node-1"}, "firstTimestamp": at, "lastTimestamp": at,
+            "count": 1})
     status = {"phase": "Pending", "containerStatuses": [{
         "name": "app", "image": image, "imageID": "", "ready": False, "restartCount": 0,
         "state": {"waiting": {"reason": row.reason, "message": texts[row.message]}}}]}
-    updated: dict[str, Any] = kube.request("PATCH", f"/api/v1/namespaces/{NS}/pods/web-1/status",
-                                           body={"status": status}, content_type=MERGE_PATCH)
+    updated: dict[str, Any] = shop.api_request(
+        "PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status", {"status": status})
     return updated
 
 
-def reference(owner: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": owner.get("apiVersion", "apps/v1"), "kind": owner.get("kind", ""),
-            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": True}
-
-
-def doctor(kube: KubeApi, prober: Prober, now: datetime.datetime) -> dict[str, Any]:
+def doctor(kube: KubeApi, prober: Prober, now: datetime.datetime, pod: str) -> dict[str, Any]:
     out, err = io.StringIO(), io.StringIO()
-    assert run_doctor(NS, "web-1", "json", kube=kube, prober=prober, out=out, err=err, now=now) == 1, err.getvalue()
+    assert run_doctor(NS, pod, "json", kube=kube, prober=prober, out=out, err=err, now=now) == 1, err.getvalue()
     (report,) = json.loads(out.getvalue())
     assert PASSWORD not in out.getvalue() and "wrong-password-4711" not in out.getvalue()
     return report  # type: ignore[no-any-return]
@@ -225,19 +181,24 @@ def operator_verdict(kube: KubeApi) -> tuple[str, str | None, str | None]:
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
-def test_doctor_and_the_operator_agree(kube: KubeApi, registry: Registry, row: Row) -> None:
-    kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}})
-    kube.request("POST", f"/api/v1/namespaces/{NS}/serviceaccounts", body={"metadata": {"name": "default"}})
+def test_doctor_and_the_operator_agree(cluster: Cluster, registry: Registry, row: Row) -> None:
+    kube = KubeApi(cluster.client)
+    cluster.namespace(NS)
+    attach = {"imagePullSecrets": [{"name": SECRET}]}
+    if row.attached_before_the_pod:
+        kube.request("PATCH", f"/api/v1/namespaces/{NS}/serviceaccounts/default", body=attach,
+                     content_type=MERGE_PATCH)
     serving, since = credential_in_place(kube, registry, row.password)
     image = f"{row.registry or registry.host}/{REPO}:{row.tag}"
-    pod = stuck_pod(kube, row, image, since)
-    # The operator attaches its Secret to the ServiceAccount; a pod created before that lacks it.
-    kube.request("PATCH", f"/api/v1/namespaces/{NS}/serviceaccounts/default", content_type=MERGE_PATCH,
-                 body={"imagePullSecrets": [{"name": n} for n in row.account_secrets]})
+    pod = stuck_pod(cluster, row, image, since)
+    name = pod["metadata"]["name"]
+    if not row.attached_before_the_pod:  # the operator attached its Secret after the pod was made
+        kube.request("PATCH", f"/api/v1/namespaces/{NS}/serviceaccounts/default", body=attach,
+                     content_type=MERGE_PATCH)
     now = since + datetime.timedelta(minutes=10)
     prober = Prober(insecure_registries={registry.host, UNSERVED}, timeout=5)
 
-    seen_by_doctor = doctor(kube, prober, now)["verdict"]
+    seen_by_doctor = doctor(kube, prober, now, name)["verdict"]
 
     settings = Settings(insecure_registries=frozenset({registry.host}))
     clock = ManualClock(now)
@@ -261,7 +222,7 @@ def test_doctor_and_the_operator_agree(kube: KubeApi, registry: Registry, row: R
         assert seen_by_doctor["next"].startswith(row.next), seen_by_doctor["next"]
 
     # Afterwards the doctor says what the operator did.
-    after = doctor(kube, prober, now)
+    after = doctor(kube, prober, now, name)
     assert (after["verdict"]["action"], after["verdict"]["cause"]) == (row.action, row.cause)
     if remediator.actions:
         assert after["verdict"]["done"] and after["verdict"]["done"][-1].startswith("remediated Deployment shop/web")

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from regcred.doctor import add_arguments, run_doctor, run_from_args
+from regcred.doctor import add_arguments, remediation_record, run_doctor, run_from_args
 from regcred.fanout import EXPIRATION_ANNOTATION, format_time
 from regcred.imageref import ImageRef
-from regcred.kube import MERGE_PATCH, KubeApi
+from regcred.kube import MERGE_PATCH, KubeApi, KubeError
 from regcred.probe import Credentials, Prober, ProbeResult, Verdict
+from regcred.workloads import REMEDIATED_ANNOTATION
 from regcred_sandbox import EmulatedCluster
 from tests.registry.harness import (
     PASSWORD,
@@ -351,3 +352,40 @@ def test_the_command_line(cluster: EmulatedCluster, kube: KubeApi, registry: Reg
     assert run_from_args(parser.parse_args(["--insecure-registry", registry.host, "-o", "json"])) == 1
     (report,) = json.loads(capsys.readouterr().out)
     assert (report["namespace"], report["probe"]["verdict"]) == (NS, "not_found")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ('{"private": {"revision": "abc", "time": "2030-01-01T11:00:00Z"}}', ("abc", "2030-01-01T11:00:00Z")),
+    ('{"other": {"revision": "abc", "time": "t"}}', None),
+    ('{"private": {"revision": 7, "time": "t"}}', None),
+    ('{"private": ["abc"]}', None),
+    ('["private"]', None),
+    ("not json", None),
+    ('{"private": {"revision": "' + "r" * 100 + '", "time": "t"}}', ("r" * 64, "t")),
+    ('{"private": {"revision": "abc", "time": "t"}, "pad": "' + "x" * 20_000 + '"}', None),
+], ids=["recorded", "another-credential", "wrong-type", "not-an-object", "a-list", "not-json", "cut", "too-long"])
+def test_the_remediation_record_is_read_with_bounds(raw: str, expected: tuple[str, str] | None) -> None:
+    """A tenant can write anything into a workload's annotations: the doctor reads the record with bounds."""
+    workload = {"metadata": {"annotations": {REMEDIATED_ANNOTATION: raw}}}
+    assert remediation_record(workload, "private") == expected
+
+
+class NoCredentialsForYou(KubeApi):
+    """A user who may read pods and Secrets but not RegistryCredentials."""
+
+    def list_all(self, path: str, **query: str) -> list[dict[str, Any]]:
+        if "registrycredentials" in path:
+            raise KubeError(403, "Forbidden", "registrycredentials is forbidden")
+        return super().list_all(path, **query)
+
+
+def test_unreadable_credentials_are_said_to_be_unknown(kube: KubeApi, prober: Prober, registry: Registry) -> None:
+    image = f"{registry.host}/{REPO}:{TAG}"
+    create_pod(kube, "web-7", image, ("regcred",))
+    set_waiting(kube, "web-7", image, "ErrImagePull", unauthorized_message(registry, image))
+
+    code, _, (report,), _ = doctor(NoCredentialsForYou(kube.api_client), prober)
+
+    assert code == 1
+    assert report["verdict"]["action"] == "ignore"
+    assert report["verdict"]["why"].startswith("The RegistryCredentials cannot be listed (403 Forbidden)")

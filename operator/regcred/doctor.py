@@ -293,6 +293,7 @@ class Doctor:
         self._secrets: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
         self._probes: dict[tuple[str, Credentials | None], ProbeResult] = {}
         self._credentials: list[tuple[dict[str, Any], CredentialSpec]] | None = None
+        self._credentials_error: str | None = None  # why the RegistryCredentials could not be listed
         self._namespaces: dict[str, dict[str, Any] | None] = {}
 
     def find_pods(self, namespace: str | None, pod: str | None) -> list[dict[str, Any]]:
@@ -372,6 +373,10 @@ class Doctor:
                 registry = _registry(container.image)
                 why = (f"No RegistryCredential serves {registry} in namespace {namespace}: regcred-operator "
                        "leaves this pod alone.")
+                if self._credentials_error is not None:
+                    why = (f"The RegistryCredentials cannot be listed ({self._credentials_error}), so whether one "
+                           f"serves {registry} in namespace {namespace} is not known; without one, regcred-operator "
+                           "leaves this pod alone.")
             views.append(OperatorView(None, dataclasses.replace(decision, why=why), (), "nothing", ""))
         return tuple(sorted(views, key=lambda v: _PRIORITY[v.decision.action]))
 
@@ -419,8 +424,10 @@ class Doctor:
         if self._credentials is None:
             try:
                 items = self.kube.list_all(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
-            except KubeError:
-                items = []  # no CRD, or no right to read it: the pod is judged as one no credential serves
+            except KubeError as error:  # no CRD, or no right to read it: the pod is judged as one none serves
+                items = []
+                if not error.not_found:  # no CRD: no credential serves anything
+                    self._credentials_error = f"{error.status} {error.reason}"
             self._credentials = []
             for item in items:
                 name = str((item.get("metadata") or {}).get("name", ""))

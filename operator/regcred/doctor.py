@@ -32,6 +32,7 @@ import base64
 import binascii
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import sys
@@ -357,11 +358,10 @@ class Doctor:
         for serving in servings:
             if not served(container.image, serving.hosts):
                 continue
-            credentials = serving.credentials
             decision = decide(
                 pod, container, served_hosts=serving.hosts, secret_name=serving.spec.secret_name,
                 account_pull_secrets=account_secrets, secret_in_place=secret_in_place(serving.secret, None),
-                probe=lambda image, creds=credentials: self._probe(image, creds), events=events,  # type: ignore[misc]
+                probe=functools.partial(self._probe, credentials=serving.credentials), events=events,
                 revision_since=serving.since, template_pull_secrets=template)
             views.append(self._view(pod, decision, serving, target))
         if not views:
@@ -666,13 +666,13 @@ def operator_actions(
 # -- the fix, for people -----------------------------------------------------------------------------
 
 _NODE_SIDE = {
-    Category.PLATFORM: "push a multi-platform image or choose a tag built for the node's OS/architecture",
-    Category.OTHER: "look at the node (disk space, the container runtime) or move the pod",
-    Category.UNREACHABLE: "check the nodes' DNS, proxy and firewall towards {registry}",
-    Category.TLS: "give the nodes' container runtime the CA of {registry}, or fix its certificate",
-    Category.RATE_LIMITED: "wait, or pull with an authenticated account (higher limits); the kubelet retries",
-    Category.REGISTRY_SERVER_ERROR: "wait for {registry} to recover; the kubelet retries by itself",
-    Category.INVALID_REFERENCE: "fix the image reference in the pod spec",
+    Category.PLATFORM: "Push a multi-platform image or choose a tag built for the node's OS/architecture",
+    Category.OTHER: "Look at the node (disk space, the container runtime) or move the pod",
+    Category.UNREACHABLE: "Check the nodes' DNS, proxy and firewall towards {registry}",
+    Category.TLS: "Give the nodes' container runtime the CA of {registry}, or fix its certificate",
+    Category.RATE_LIMITED: "Wait, or pull with an authenticated account (higher limits); the kubelet retries",
+    Category.REGISTRY_SERVER_ERROR: "Wait for {registry} to recover; the kubelet retries by itself",
+    Category.INVALID_REFERENCE: "Fix the image reference in the pod spec",
 }
 
 
@@ -694,8 +694,7 @@ def human_fix(report: ContainerReport, view: OperatorView) -> str:
         return decision.why[decision.why.rfind("Add "):] if "Add " in decision.why else decision.why
     cause = decision.cause
     if cause in _NODE_SIDE:
-        return _NODE_SIDE[cause].format(registry=ref.registry)[0].upper() + \
-            _NODE_SIDE[cause].format(registry=ref.registry)[1:] + "; restarting will not help."
+        return _NODE_SIDE[cause].format(registry=ref.registry) + "; restarting will not help."
     if cause is Category.NOT_FOUND and not decision.ambiguous:
         probe = report.probe or report.anonymous
         if probe is not None and probe.verdict is Verdict.NOT_FOUND:

@@ -355,7 +355,9 @@ class Doctor:
         """The operator's decision for this container, per credential serving its registry in the namespace."""
         views = []
         template = template_pull_secrets(target.body) if target.kind != "Pod" else None
-        for serving in servings:
+        # As Remediator.handle_pod: a pod being deleted is neither diagnosed nor reported.
+        deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+        for serving in [] if deleting else servings:
             if not served(container.image, serving.hosts):
                 continue
             decision = decide(
@@ -369,7 +371,9 @@ class Doctor:
                               secret_in_place=False, events=events)
             namespace = (pod.get("metadata") or {}).get("namespace", "")
             why = decision.why
-            if decision.cause is not Category.INVALID_REFERENCE:
+            if deleting:
+                why = "The pod is being deleted: regcred-operator neither diagnoses nor reports it."
+            elif decision.cause is not Category.INVALID_REFERENCE:
                 registry = _registry(container.image)
                 why = (f"No RegistryCredential serves {registry} in namespace {namespace}: regcred-operator "
                        "leaves this pod alone.")

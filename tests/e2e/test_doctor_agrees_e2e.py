@@ -67,6 +67,7 @@ class Row:
     registry: str | None = None  # None: the served registry
     job: dict[str, Any] = dataclasses.field(default_factory=dict)
     next: str | None = None  # how the doctor's "next" starts, before the operator acts
+    deleting: bool = False  # the pod is being deleted (held by a finalizer)
 
 
 ROWS = [
@@ -85,6 +86,7 @@ ROWS = [
     Row("job-without-retries-to-spare", "remediate", "unauthorized", kind="Job", job={"backoffLimit": 0},
         next="nothing: regcred-operator leaves the Job alone"),
     Row("bare-pod", "remediate", "unauthorized", kind="Pod", next="nothing: the pod has no controller"),
+    Row("pod-being-deleted", "ignore", "unauthorized", deleting=True),
 ]
 
 
@@ -152,8 +154,13 @@ def stuck_pod(shop: Cluster, row: Row, image: str, since: datetime.datetime) -> 
     status = {"phase": "Pending", "containerStatuses": [{
         "name": "app", "image": image, "imageID": "", "ready": False, "restartCount": 0,
         "state": {"waiting": {"reason": row.reason, "message": texts[row.message]}}}]}
-    updated: dict[str, Any] = shop.api_request(
-        "PATCH", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}/status", {"status": status})
+    path = f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}"
+    updated: dict[str, Any] = shop.api_request("PATCH", f"{path}/status", {"status": status})
+    if row.deleting:
+        shop.api_request("PATCH", path, {"metadata": {"finalizers": ["example.com/hold"]}})
+        shop.api_request("DELETE", path)
+        updated = shop.api_request("GET", path)
+        assert updated["metadata"].get("deletionTimestamp")
     return updated
 
 
@@ -213,6 +220,9 @@ def test_doctor_and_the_operator_agree(cluster: Cluster, registry: Registry, row
     assert action == seen_by_doctor["action"]
     if action == "ignore":
         assert seen_by_doctor["credential"] is None and seen_by_doctor["next"] == "nothing"
+        if row.deleting:
+            assert seen_by_doctor["why"].startswith("The pod is being deleted")
+            cluster.api_request("PATCH", f"/api/v1/namespaces/{NS}/pods/{name}", {"metadata": {"finalizers": None}})
         return
     assert seen_by_doctor["credential"] == CREDENTIAL
     assert cause == seen_by_doctor["cause"]

@@ -617,8 +617,9 @@ def _status_remediations(credential: Mapping[str, Any], target: Target) -> list[
             continue
         if (entry.get("kind"), entry.get("namespace"), entry.get("name")) == (
                 target.kind, metadata.get("namespace"), metadata.get("name")):
+            result = f", {str(entry['result'])[:MAX_FIELD]}" if entry.get("result") else ""  # Pending, Replaced...
             found.append(f"{str(entry.get('action'))[:MAX_FIELD]} at {str(entry.get('time'))[:MAX_FIELD]} "
-                         f"(cause {str(entry.get('reason'))[:MAX_FIELD]})")
+                         f"(cause {str(entry.get('reason'))[:MAX_FIELD]}{result})")
     return found
 
 

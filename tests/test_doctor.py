@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from regcred.doctor import add_arguments, run_doctor, run_from_args
+from regcred.doctor import add_arguments, remediation_record, run_doctor, run_from_args
 from regcred.fanout import EXPIRATION_ANNOTATION, format_time
 from regcred.imageref import ImageRef
-from regcred.kube import MERGE_PATCH, KubeApi
+from regcred.kube import MERGE_PATCH, KubeApi, KubeError
 from regcred.probe import Credentials, Prober, ProbeResult, Verdict
+from regcred.workloads import REMEDIATED_ANNOTATION
 from regcred_sandbox import EmulatedCluster
 from tests.registry.harness import (
     PASSWORD,
@@ -96,9 +97,10 @@ def set_waiting(kube: KubeApi, pod: str, image: str, reason: str, message: str =
 
 def post_event(kube: KubeApi, pod: str, message: str, seconds_ago: int, reason: str = "Failed") -> None:
     at = format_time(NOW - datetime.timedelta(seconds=seconds_ago))
+    uid = kube.request("GET", f"/api/v1/namespaces/{NS}/pods/{pod}")["metadata"]["uid"]
     kube.request("POST", f"/api/v1/namespaces/{NS}/events", body={
         "metadata": {"name": f"{pod}.{seconds_ago}"},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": NS},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": pod, "namespace": NS, "uid": uid},
         "reason": reason, "message": message, "type": "Warning", "lastTimestamp": at, "firstTimestamp": at,
     })
 
@@ -164,15 +166,20 @@ def test_a_refused_credential(kube: KubeApi, prober: Prober, registry: Registry,
                       "hasEntry": True, "managed": True, "expirationTime": format_time(expires), "expired": expired}
     assert report["probe"]["verdict"] == "unauthorized"
     assert report["probe"]["secret"] == "regcred"
-    assert report["verdict"]["cause"] == "unauthorized"
+    # No RegistryCredential serves the namespace: the operator's decision is to leave the pod alone.
+    assert (report["verdict"]["cause"], report["verdict"]["action"]) == ("unauthorized", "ignore")
+    assert report["verdict"]["credential"] is None
     assert report["verdict"]["restartWouldHelp"] is False
-    assert "The registry refused the credentials in Secret regcred" in report["verdict"]["fix"]
-    assert "kubectl get regcred local" in report["verdict"]["fix"]
+    assert "The registry refuses the credentials in Secret regcred" in report["verdict"]["fix"]
     assert f"Pod {NS}/web-1, container app: ErrImagePull" in text
     assert f"an entry for {registry.host}" in text
-    assert "The registry refused the credentials in Secret regcred" in text
+    assert "The registry refuses the credentials in Secret regcred" in text
+    assert f"ignore (no RegistryCredential): No RegistryCredential serves {registry.host} in namespace {NS}" in text
     if expired:
         assert f"expired at {format_time(expires)}" in report["verdict"]["fix"]
+    else:
+        assert "RegistryCredential local" in report["verdict"]["fix"]
+    if expired:
         assert "expired at" in text and "2h 30m ago" in text
     else:
         assert "expires in 10h 30m" in text
@@ -199,9 +206,10 @@ def test_a_missing_tag(kube: KubeApi, prober: Prober, registry: Registry) -> Non
     assert "not found" in report["kubelet"]["message"]
     assert report["probe"]["verdict"] == "not_found"
     assert "its tags include" in report["probe"]["detail"]
-    expected = f"The tag v2 does not exist in {registry.host}/{REPO}: fix the image tag; restarting will not help."
-    assert report["verdict"] == {"cause": "not_found", "fix": expected, "restartWouldHelp": False}
-    assert expected in text
+    assert (report["verdict"]["cause"], report["verdict"]["action"]) == ("not_found", "ignore")
+    assert report["verdict"]["fix"].startswith(f"Fix the image reference: Tag v2 does not exist in {registry.host}")
+    assert "its tags include" in report["verdict"]["fix"]
+    assert report["verdict"]["fix"] in text
     assert "expires in 3d 0h" in text
     assert "✓ secret:        regcred: type kubernetes.io/dockerconfigjson" in text and "✗ probe:" in text
 
@@ -217,7 +225,7 @@ def test_a_missing_pull_secret(kube: KubeApi, prober: Prober, registry: Registry
     (secret,) = report["secrets"]
     assert secret["exists"] is False and secret["hasEntry"] is False
     assert report["probe"]["secret"] is None  # only the anonymous probe could be made
-    assert report["verdict"]["cause"] == "secret_missing"
+    assert report["verdict"]["cause"] == "unauthorized"
     assert report["verdict"]["fix"].startswith(f"The pull secret regcred named by the pod does not exist in {NS}")
     assert f"✗ secret:        regcred does not exist in {NS}" in text
     assert "private: anonymous pulls are refused (401)" in text
@@ -235,7 +243,7 @@ def test_a_pull_secret_without_an_entry_for_the_registry(kube: KubeApi, prober: 
     assert report["secrets"][0]["exists"] is True and report["secrets"][0]["hasEntry"] is False
     fix = (f"The pull secret regcred in {NS} has no entry for {registry.host}: "
            "point a RegistryCredential at that registry.")
-    assert report["verdict"] == {"cause": "no_credential", "fix": fix, "restartWouldHelp": False}
+    assert (report["verdict"]["cause"], report["verdict"]["fix"]) == ("unauthorized", fix)
     assert f"no entry for {registry.host} (entries: ghcr.io)" in text
     assert fix in text
 
@@ -253,10 +261,9 @@ def test_a_pod_that_lacks_its_service_accounts_secret(kube: KubeApi, prober: Pro
     assert report["pullSecrets"] == {"pod": [], "serviceAccount": ["regcred"], "serviceAccountName": "default"}
     assert report["secrets"][0]["source"] == "serviceAccount"
     assert report["probe"] == {"verdict": "ok", "detail": report["probe"]["detail"], "secret": "regcred"}
-    assert report["verdict"]["cause"] == "pod_lacks_secret"
-    assert report["verdict"]["restartWouldHelp"] is True
-    fix = ("The pod was created before its ServiceAccount default carried regcred: delete the pod (or restart its "
-           "workload) so it picks the secret up.")
+    assert (report["verdict"]["cause"], report["verdict"]["action"]) == ("unauthorized", "ignore")
+    fix = ("The pod lacks regcred, which its ServiceAccount carries: delete the pod (or restart its workload) so "
+           "that its replacement gets it.")
     assert report["verdict"]["fix"] == fix
     assert fix in text
     assert "the pod lacks regcred" in text
@@ -345,3 +352,40 @@ def test_the_command_line(cluster: EmulatedCluster, kube: KubeApi, registry: Reg
     assert run_from_args(parser.parse_args(["--insecure-registry", registry.host, "-o", "json"])) == 1
     (report,) = json.loads(capsys.readouterr().out)
     assert (report["namespace"], report["probe"]["verdict"]) == (NS, "not_found")
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ('{"private": {"revision": "abc", "time": "2030-01-01T11:00:00Z"}}', ("abc", "2030-01-01T11:00:00Z")),
+    ('{"other": {"revision": "abc", "time": "t"}}', None),
+    ('{"private": {"revision": 7, "time": "t"}}', None),
+    ('{"private": ["abc"]}', None),
+    ('["private"]', None),
+    ("not json", None),
+    ('{"private": {"revision": "' + "r" * 100 + '", "time": "t"}}', ("r" * 64, "t")),
+    ('{"private": {"revision": "abc", "time": "t"}, "pad": "' + "x" * 20_000 + '"}', None),
+], ids=["recorded", "another-credential", "wrong-type", "not-an-object", "a-list", "not-json", "cut", "too-long"])
+def test_the_remediation_record_is_read_with_bounds(raw: str, expected: tuple[str, str] | None) -> None:
+    """A tenant can write anything into a workload's annotations: the doctor reads the record with bounds."""
+    workload = {"metadata": {"annotations": {REMEDIATED_ANNOTATION: raw}}}
+    assert remediation_record(workload, "private") == expected
+
+
+class NoCredentialsForYou(KubeApi):
+    """A user who may read pods and Secrets but not RegistryCredentials."""
+
+    def list_all(self, path: str, **query: str) -> list[dict[str, Any]]:
+        if "registrycredentials" in path:
+            raise KubeError(403, "Forbidden", "registrycredentials is forbidden")
+        return super().list_all(path, **query)
+
+
+def test_unreadable_credentials_are_said_to_be_unknown(kube: KubeApi, prober: Prober, registry: Registry) -> None:
+    image = f"{registry.host}/{REPO}:{TAG}"
+    create_pod(kube, "web-7", image, ("regcred",))
+    set_waiting(kube, "web-7", image, "ErrImagePull", unauthorized_message(registry, image))
+
+    code, _, (report,), _ = doctor(NoCredentialsForYou(kube.api_client), prober)
+
+    assert code == 1
+    assert report["verdict"]["action"] == "ignore"
+    assert report["verdict"]["why"].startswith("The RegistryCredentials cannot be listed (403 Forbidden)")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from regcred.classify import CREDENTIAL_CATEGORIES, Category, Classification, classify
-from regcred.fanout import format_time, parse_time
+from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time, parse_time
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.probe import ProbeResult, Verdict
 
@@ -165,6 +165,24 @@ def failure_timing(
     if created_at is not None and created_at >= after:
         return Timing.CURRENT
     return Timing.UNKNOWN
+
+
+# -- the credential in place, as the operator and `regcred doctor` both read it --------------------------------
+
+
+def secret_in_place(secret: Mapping[str, Any] | None, revision: str | None) -> bool:
+    """Whether the namespace's Secret holds this revision (its content-hash annotation); with revision None,
+    whether it holds any revision written by the operator."""
+    written = (((secret or {}).get("metadata") or {}).get("annotations") or {}).get(CONTENT_HASH_ANNOTATION)
+    return isinstance(written, str) and bool(written) and (revision is None or written == revision)
+
+
+def revision_reached(since: datetime.datetime | None, secret: Mapping[str, Any] | None) -> datetime.datetime | None:
+    """When the revision reached the namespace: when the operator made it (its own record, published as
+    status.lastRefreshTime), or when the Secret there was created (set by the API server; a Secret restored,
+    or a namespace selected later), whichever is later."""
+    created = parse_time(((secret or {}).get("metadata") or {}).get("creationTimestamp"))
+    return max(filter(None, (since, created)), default=None)
 
 
 # -- the decision --------------------------------------------------------------------------------------------

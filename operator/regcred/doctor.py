@@ -1,13 +1,28 @@
-"""`regcred doctor`: why is this pod stuck pulling its image, and what fixes it? For people, on the current kubeconfig.
+"""`regcred doctor`: why is this pod stuck pulling its image, what does regcred-operator do about it, and what
+fixes it? For people, on the current kubeconfig.
 
-For each container the kubelet reports as failing to pull (ErrImagePull / ImagePullBackOff), the checks
-follow the order a good engineer debugs in: the image reference, the kubelet's message, whether the
-registry is private (an anonymous probe), the pod's and its ServiceAccount's ``imagePullSecrets``, each
-pull Secret (exists, type, an entry for this registry, managed by us, expiry), a probe of the registry with
-the pod's own credential, and a verdict: the cause and a fix a person can act on.
+For each container the kubelet reports as failing to pull (ErrImagePull / ImagePullBackOff), the walk
+follows the order a good engineer debugs in: the image reference, the kubelet's pull error (from the
+container status, or the pod's own `Failed` Events before Kubernetes 1.32), whether the registry is
+private (an anonymous probe), the pod's and its ServiceAccount's ``imagePullSecrets``, each pull Secret
+(exists, type, an entry for this registry, managed by us, expiry), and a probe with the pod's own credential.
+
+The verdict is not the doctor's own: it is the operator's decision (`regcred.diagnosis.decide`), reached
+with the inputs the operator uses — the pod, its ServiceAccount's pull secrets, each RegistryCredential
+whose Secret serves the pod's namespace and registry (the Secret in place, its revision, when it reached
+the namespace), the pod's template's pull secrets, the pod's `Failed` Events and a probe with the
+credential in place. The doctor renders that decision (cause, action, why), what the operator did already
+(the workload's `regcred.dev/remediated` record, the credential's status.remediations and its
+CredentialRejected condition) or will do (the per-kind plan, opt-outs, cooldown), and a fix for people.
+Only the operator's memory is out of reach (when it first saw the pod failing): the doctor knows the
+failure time from Events only, so where the operator's own observations decide, the doctor may say
+"not known" where the operator knows.
 
 Nothing secret is printed: Secrets are described by name, type and registry host only; the probe's
 details are scrubbed of passwords, tokens and user names.
+
+Exit codes: 0 no pod is stuck pulling (or the named pod is not), 1 at least one container is stuck (each
+diagnosed), 2 an error (the named pod does not exist, the API failed, no kubeconfig).
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ import base64
 import binascii
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import sys
@@ -24,24 +40,49 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred import CREDENTIAL_LABEL, GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION
 from regcred import dockerconfig as dc
-from regcred.classify import Category, Classification, classify
-from regcred.diagnosis import StuckContainer, stuck_containers
-from regcred.fanout import EXPIRATION_ANNOTATION, format_time, parse_time
+from regcred.classify import CREDENTIAL_CATEGORIES, Category, Classification, classify
+from regcred.diagnosis import (
+    MAX_EVENTS,
+    PULL_SECRET_NOT_IN_TEMPLATE,
+    Action,
+    Decision,
+    StuckContainer,
+    decide,
+    pull_error,
+    pull_events,
+    revision_reached,
+    secret_in_place,
+    served,
+    stuck_containers,
+)
+from regcred.fanout import CONTENT_HASH_ANNOTATION, EXPIRATION_ANNOTATION, format_time, parse_time
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
+from regcred.models import CredentialSpec, SpecError, parse_credential
 from regcred.probe import Credentials, Prober, ProbeResult, Verdict
+from regcred.status import CREDENTIAL_REJECTED
+from regcred.workloads import (
+    KINDS,
+    REMEDIATED_ANNOTATION,
+    already_done,
+    controller_of,
+    opted_out,
+    plan,
+    template_pull_secrets,
+)
 
 OK, BAD, WARN = "✓", "✗", "!"
 DOCKERCFG_TYPE = "kubernetes.io/dockercfg"
 DOCKERCFG_KEY = ".dockercfg"
 PULL_SECRET_TYPES = (dc.SECRET_TYPE, DOCKERCFG_TYPE)
-# Causes beyond the classifier's categories, for what only the cluster's objects can tell.
-POD_LACKS_SECRET = "pod_lacks_secret"  # noqa: S105 - a cause name, not a password
-NO_CREDENTIAL = "no_credential"
 _MESSAGE_SHOWN = 300
 EXIT_HEALTHY, EXIT_STUCK, EXIT_ERROR = 0, 1, 2
+MAX_RECORD = 16_384  # characters of a tenant-writable `regcred.dev/remediated` annotation that are parsed
+MAX_FIELD = 64  # characters kept of each field read from it
+# Which decision to show when several credentials serve the same image: the one the operator acts on first.
+_PRIORITY = {Action.REMEDIATE: 0, Action.REJECTED: 1, Action.EXPLAIN: 2, Action.IGNORE: 3}
 
 
 # -- what was found ------------------------------------------------------------------------------
@@ -50,7 +91,7 @@ EXIT_HEALTHY, EXIT_STUCK, EXIT_ERROR = 0, 1, 2
 @dataclasses.dataclass(frozen=True)
 class KubeletReport:
     reason: str
-    message: str
+    message: str  # the pull error (the container status's, or the newest Failed Event's)
     source: str  # "container status" | "Event" | "" (no message anywhere)
     classification: Classification
 
@@ -82,10 +123,58 @@ class SecretCheck:
 
 
 @dataclasses.dataclass(frozen=True)
-class Remedy:
-    cause: str
+class Serving:
+    """A RegistryCredential whose Secret is in the pod's namespace, as the doctor reads it from the cluster
+    (the operator holds the same in memory: regcred.reconcile.Serving)."""
+
+    name: str
+    spec: CredentialSpec
+    body: Mapping[str, Any] = dataclasses.field(repr=False)
+    secret: Mapping[str, Any] = dataclasses.field(repr=False)
+    hosts: tuple[str, ...]
+    revision: str | None
+    since: datetime.datetime | None
+    credentials: Credentials | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What the operator would act on: the pod's workload, or the bare pod."""
+
+    kind: str
+    body: Mapping[str, Any] = dataclasses.field(repr=False)
+
+    @property
+    def where(self) -> str:
+        metadata = self.body.get("metadata") or {}
+        return f"{self.kind} {metadata.get('namespace', '')}/{metadata.get('name', '')}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorView:
+    """The operator's decision for one stuck container and one credential, and what it did or will do."""
+
+    credential: str | None  # None: no RegistryCredential serves this image in the pod's namespace
+    decision: Decision
+    done: tuple[str, ...]
+    next: str
     fix: str
-    restart_would_help: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "credential": self.credential,
+            "cause": str(self.decision.cause),
+            "ambiguous": self.decision.ambiguous,
+            "action": str(self.decision.action),
+            "why": self.decision.why,
+            # The Event reason of an explanation (RestartWouldNotHelp, PullSecretNotInTemplate, CredentialRejected).
+            "reason": self.decision.reason if self.decision.action in (Action.EXPLAIN, Action.REJECTED) else None,
+            "timing": str(self.decision.timing),
+            "done": list(self.done),
+            "next": self.next,
+            "fix": self.fix,
+            "restartWouldHelp": self.decision.action is Action.REMEDIATE,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +194,12 @@ class ContainerReport:
     secrets: tuple[SecretCheck, ...]
     probe: ProbeResult | None  # with the pod's credential; None when it has none for this registry
     probe_secret: str | None
-    verdict: Remedy
+    target: str  # what the operator would act on ("Deployment shop/web", "Pod shop/web-1")
+    views: tuple[OperatorView, ...]  # one per serving credential, the one acted on first; at least one
+
+    @property
+    def verdict(self) -> OperatorView:
+        return self.views[0]
 
     @property
     def image(self) -> str:
@@ -159,12 +253,13 @@ class ContainerReport:
                 "detail": self.scrubbed(probe.detail),
                 "secret": self.probe_secret if self.probe is not None else None,
             },
-            "verdict": {
-                "cause": self.verdict.cause,
-                "fix": self.verdict.fix,
-                "restartWouldHelp": self.verdict.restart_would_help,
-            },
+            "target": self.target,
+            "verdict": self.scrubbed_view(self.verdict),
+            "decisions": [self.scrubbed_view(v) for v in self.views],
         }
+
+    def scrubbed_view(self, view: OperatorView) -> dict[str, Any]:
+        return {k: self.scrubbed(v) if isinstance(v, str) else v for k, v in view.to_json().items()}
 
     def scrubbed(self, text: str) -> str:
         return scrub(text, [s.credentials for s in self.secrets if s.credentials])
@@ -191,13 +286,16 @@ class PodNotFound(Exception):
 
 
 class Doctor:
-    """Diagnoses stuck pods; caches ServiceAccounts, Secrets and probes across the pods of one run."""
+    """Diagnoses stuck pods; caches ServiceAccounts, Secrets, credentials and probes across the pods of one run."""
 
     def __init__(self, kube: KubeApi, prober: Prober, now: datetime.datetime) -> None:
         self.kube, self.prober, self.now = kube, prober, now
         self._accounts: dict[tuple[str, str], tuple[tuple[str, ...], str | None]] = {}
         self._secrets: dict[tuple[str, str], tuple[dict[str, Any] | None, str | None]] = {}
         self._probes: dict[tuple[str, Credentials | None], ProbeResult] = {}
+        self._credentials: list[tuple[dict[str, Any], CredentialSpec]] | None = None
+        self._credentials_error: str | None = None  # why the RegistryCredentials could not be listed
+        self._namespaces: dict[str, dict[str, Any] | None] = {}
 
     def find_pods(self, namespace: str | None, pod: str | None) -> list[dict[str, Any]]:
         """The named pod, or the Pending pods (of a namespace, or all); raises PodNotFound for a missing name."""
@@ -226,24 +324,74 @@ class Doctor:
         account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         pod_secrets = tuple(ref.get("name", "") for ref in spec.get("imagePullSecrets") or [] if ref.get("name"))
         account_secrets, account_error = self._account_secrets(namespace, account)
-        events: list[dict[str, Any]] | None = None
+        # The operator's own inputs: the pod's Failed Events (one bounded LIST, selected by the server), the
+        # credentials serving the namespace, the workload that would make the pod's replacement.
+        try:
+            events = pull_events(self.kube.list_pod_failure_events(namespace, name, metadata.get("uid"),
+                                                                   limit=MAX_EVENTS))
+        except KubeError:
+            events = []  # the Events are a help, not a requirement (as for the operator)
+        servings = self._serving(namespace)
+        target = self._target_of(pod)
         reports = []
         for container in stuck:
             written = _spec_image(spec, container.name) or container.image
-            kubelet = _kubelet_report(container)
-            if kubelet.classification.category is Category.UNKNOWN:
-                if events is None:
-                    events = self._failed_events(namespace, name)
-                kubelet = _from_events(container, written, events) or kubelet
+            text, newest = pull_error(container, events)
+            source = "" if not text else (
+                "Event" if newest is not None and text == newest.error and text not in container.message
+                else "container status")
+            kubelet = KubeletReport(container.reason, text, source, classify(text, container.reason if text else None))
+            views = self._decisions(pod, container, servings, target, account_secrets, events)
             reports.append(self._diagnose_container(
                 namespace, name, container.name, written, kubelet, account, account_error, pod_secrets,
-                account_secrets,
+                account_secrets, target, views,
             ))
         return reports
+
+    def _decisions(
+        self, pod: Mapping[str, Any], container: StuckContainer, servings: Sequence[Serving], target: Target,
+        account_secrets: Sequence[str], events: Sequence[Any],
+    ) -> tuple[OperatorView, ...]:
+        """The operator's decision for this container, per credential serving its registry in the namespace."""
+        views = []
+        template = template_pull_secrets(target.body) if target.kind != "Pod" else None
+        # As Remediator.handle_pod: a pod being deleted is neither diagnosed nor reported.
+        deleting = bool((pod.get("metadata") or {}).get("deletionTimestamp"))
+        for serving in [] if deleting else servings:
+            if not served(container.image, serving.hosts):
+                continue
+            decision = decide(
+                pod, container, served_hosts=serving.hosts, secret_name=serving.spec.secret_name,
+                account_pull_secrets=account_secrets, secret_in_place=secret_in_place(serving.secret, None),
+                probe=functools.partial(self._probe, credentials=serving.credentials), events=events,
+                revision_since=serving.since, template_pull_secrets=template)
+            views.append(self._view(pod, decision, serving, target))
+        if not views:
+            decision = decide(pod, container, served_hosts=(), secret_name="", account_pull_secrets=(),
+                              secret_in_place=False, events=events)
+            namespace = (pod.get("metadata") or {}).get("namespace", "")
+            why = decision.why
+            if deleting:
+                why = "The pod is being deleted: regcred-operator neither diagnoses nor reports it."
+            elif decision.cause is not Category.INVALID_REFERENCE:
+                registry = _registry(container.image)
+                why = (f"No RegistryCredential serves {registry} in namespace {namespace}: regcred-operator "
+                       "leaves this pod alone.")
+                if self._credentials_error is not None:
+                    why = (f"The RegistryCredentials cannot be listed ({self._credentials_error}), so whether one "
+                           f"serves {registry} in namespace {namespace} is not known; without one, regcred-operator "
+                           "leaves this pod alone.")
+            views.append(OperatorView(None, dataclasses.replace(decision, why=why), (), "nothing", ""))
+        return tuple(sorted(views, key=lambda v: _PRIORITY[v.decision.action]))
+
+    def _view(self, pod: Mapping[str, Any], decision: Decision, serving: Serving, target: Target) -> OperatorView:
+        done, next_ = operator_actions(decision, serving, target, self._namespace(target), pod, self.now)
+        return OperatorView(serving.name, decision, done, next_, "")
 
     def _diagnose_container(
         self, namespace: str, pod: str, container: str, written: str, kubelet: KubeletReport, account: str,
         account_error: str | None, pod_secrets: tuple[str, ...], account_secrets: tuple[str, ...],
+        target: Target, views: tuple[OperatorView, ...],
     ) -> ContainerReport:
         lacking = tuple(s for s in account_secrets if s not in pod_secrets)
         try:
@@ -268,9 +416,71 @@ class Doctor:
             namespace=namespace, pod=pod, container=container, written_image=written, ref=ref, ref_error=ref_error,
             kubelet=kubelet, anonymous=anonymous, service_account=account, service_account_error=account_error,
             pod_secrets=pod_secrets, account_secrets=account_secrets, secrets=tuple(checks), probe=probe,
-            probe_secret=probe_secret, verdict=Remedy("", "", False),
+            probe_secret=probe_secret, target=target.where, views=views,
         )
-        return dataclasses.replace(report, verdict=decide(report))
+        return dataclasses.replace(report, views=tuple(
+            dataclasses.replace(v, fix=human_fix(report, v)) for v in views))
+
+    # -- the operator's inputs, read from the cluster --
+
+    def _serving(self, namespace: str) -> list[Serving]:
+        """The RegistryCredentials whose managed Secret is in this namespace (none when they cannot be read)."""
+        if self._credentials is None:
+            try:
+                items = self.kube.list_all(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+            except KubeError as error:  # no CRD, or no right to read it: the pod is judged as one none serves
+                items = []
+                if not error.not_found:  # no CRD: no credential serves anything
+                    self._credentials_error = f"{error.status} {error.reason}"
+            self._credentials = []
+            for item in items:
+                name = str((item.get("metadata") or {}).get("name", ""))
+                try:
+                    self._credentials.append((item, parse_credential(name, item.get("spec") or {})))
+                except SpecError:
+                    continue  # the operator serves nothing for an invalid spec
+        found = []
+        for body, spec in self._credentials:
+            secret, _error = self._read_secret(namespace, spec.secret_name)
+            labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
+            if secret is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE or \
+                    labels.get(CREDENTIAL_LABEL) != spec.name:
+                continue
+            auths = _auths(secret, str(secret.get("type") or ""))
+            hosts = tuple(sorted(auths))
+            credentials = _credentials(auths[hosts[0]]) if hosts else None
+            annotations = (secret.get("metadata") or {}).get("annotations") or {}
+            revision = annotations.get(CONTENT_HASH_ANNOTATION)
+            since = revision_reached(parse_time((body.get("status") or {}).get("lastRefreshTime")), secret)
+            found.append(Serving(spec.name, spec, body, secret, hosts,
+                                 str(revision)[:MAX_FIELD] if revision else None, since, credentials))
+        return found
+
+    def _target_of(self, pod: Mapping[str, Any]) -> Target:
+        """The workload the operator would act on (as Remediator._target_of): through a ReplicaSet to its
+        Deployment; the bare pod when no known controller is found."""
+        namespace = (pod.get("metadata") or {}).get("namespace", "")
+        owner = controller_of(pod)
+        if owner is not None and owner[0] == "ReplicaSet":
+            replicaset = self.kube.read_namespaced("apps/v1", "replicasets", namespace, owner[1])
+            owner = controller_of(replicaset) if replicaset else None
+            if owner is None and replicaset is not None:
+                return Target("ReplicaSet", replicaset)
+        if owner is not None and owner[0] in KINDS:
+            kind = KINDS[owner[0]]
+            body = self.kube.read_namespaced(kind.api, kind.plural, namespace, owner[1])
+            if body is not None:
+                return Target(owner[0], body)
+        return Target("Pod", pod)
+
+    def _namespace(self, target: Target) -> dict[str, Any] | None:
+        name = str((target.body.get("metadata") or {}).get("namespace", ""))
+        if name not in self._namespaces:
+            try:
+                self._namespaces[name] = self.kube.read_namespace(name)
+            except KubeError:
+                self._namespaces[name] = None
+        return self._namespaces[name]
 
     def _account_secrets(self, namespace: str, name: str) -> tuple[tuple[str, ...], str | None]:
         key = (namespace, name)
@@ -283,17 +493,6 @@ class Doctor:
                 why = "it does not exist" if error.not_found else f"it cannot be read ({error.status} {error.reason})"
                 self._accounts[key] = ((), why)
         return self._accounts[key]
-
-    def _failed_events(self, namespace: str, pod: str) -> list[dict[str, Any]]:
-        try:
-            events = self.kube.list_all(
-                _path(namespace, "events"),
-                fieldSelector=f"involvedObject.name={pod},involvedObject.kind=Pod",
-            )
-        except KubeError:
-            return []  # the Events are a help, not a requirement
-        failed = [e for e in events if e.get("reason") == "Failed" and e.get("message")]
-        return sorted(failed, key=_event_time, reverse=True)
 
     def _read_secret(self, namespace: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
         key = (namespace, name)
@@ -341,34 +540,6 @@ def _spec_image(spec: Mapping[str, Any], container: str) -> str | None:
     return None
 
 
-def _kubelet_report(container: StuckContainer) -> KubeletReport:
-    return KubeletReport(container.reason, container.message, "container status" if container.message else "",
-                         classify(container.message, container.reason))
-
-
-def _from_events(container: StuckContainer, image: str, events: Sequence[Mapping[str, Any]]) -> KubeletReport | None:
-    """The newest informative `Failed` Event, preferring one that names this container's image.
-
-    The kubelet also posts uninformative ones ("Error: ErrImagePull"): those are skipped when a better one exists.
-    """
-    candidates = [(str(e.get("message")), classify(str(e.get("message")), str(e.get("reason") or ""))) for e in events]
-    informative = [(m, c) for m, c in candidates if c.category is not Category.UNKNOWN]
-    chosen = next(((m, c) for m, c in informative if image and image in m), None)
-    chosen = chosen or next(iter(informative), None) or next(iter(candidates), None)
-    if chosen is None:
-        return None
-    return KubeletReport(container.reason, chosen[0], "Event", chosen[1])
-
-
-def _event_time(event: Mapping[str, Any]) -> datetime.datetime:
-    created = (event.get("metadata") or {}).get("creationTimestamp")
-    for value in (event.get("lastTimestamp"), event.get("eventTime"), created):
-        parsed = parse_time(value)
-        if parsed is not None:
-            return parsed
-    return datetime.datetime.min.replace(tzinfo=datetime.UTC)
-
-
 def _auths(secret: Mapping[str, Any], type_: str) -> dict[str, Mapping[str, Any]]:
     """The docker-config entries the kubelet would read from this Secret ({} for other types)."""
     if type_ == dc.SECRET_TYPE:
@@ -407,146 +578,188 @@ def _credentials(entry: Mapping[str, Any]) -> Credentials | None:
     return None
 
 
-# -- the verdict ---------------------------------------------------------------------------------
+def _registry(image: str) -> str:
+    try:
+        return ImageRef.parse(image).registry
+    except InvalidImageReference:
+        return "its registry"
+
+
+# -- what the operator did, and will do ------------------------------------------------------------
+
+
+def remediation_record(workload: Mapping[str, Any], credential: str) -> tuple[str, str] | None:
+    """(revision, time) of the operator's last remediation of this workload for this credential, from the
+    workload's `regcred.dev/remediated` annotation: tenant-writable, so parsed with bounds and types checked."""
+    raw = ((workload.get("metadata") or {}).get("annotations") or {}).get(REMEDIATED_ANNOTATION)
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_RECORD:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return None
+    entry = parsed.get(credential) if isinstance(parsed, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    revision, time = entry.get("revision"), entry.get("time")
+    if not isinstance(revision, str) or not isinstance(time, str):
+        return None
+    return revision[:MAX_FIELD], time[:MAX_FIELD]
+
+
+def _status_remediations(credential: Mapping[str, Any], target: Target) -> list[str]:
+    """The credential's status.remediations (the operator's last 20) that name this workload."""
+    metadata = target.body.get("metadata") or {}
+    found = []
+    entries = (credential.get("status") or {}).get("remediations")
+    for entry in (entries if isinstance(entries, list) else [])[:20]:
+        if not isinstance(entry, Mapping):
+            continue
+        if (entry.get("kind"), entry.get("namespace"), entry.get("name")) == (
+                target.kind, metadata.get("namespace"), metadata.get("name")):
+            result = f", {str(entry['result'])[:MAX_FIELD]}" if entry.get("result") else ""  # Pending, Replaced...
+            found.append(f"{str(entry.get('action'))[:MAX_FIELD]} at {str(entry.get('time'))[:MAX_FIELD]} "
+                         f"(cause {str(entry.get('reason'))[:MAX_FIELD]}{result})")
+    return found
+
+
+def operator_actions(
+    decision: Decision, serving: Serving, target: Target, namespace: Mapping[str, Any] | None,
+    pod: Mapping[str, Any], now: datetime.datetime,
+) -> tuple[tuple[str, ...], str]:
+    """What the operator did already about this pod for this credential, and what it will do (the Remediator's
+    rules: strategy, opt-outs, the per-kind plan, once per revision, cooldown, dry run)."""
+    spec, where = serving.spec, target.where
+    done = [f"{serving.name}: {entry}" for entry in _status_remediations(serving.body, target)]
+    if decision.action is Action.IGNORE:
+        return tuple(done), "nothing (" + decision.why.rsplit(". ", 1)[-1].rstrip(".") + ")"
+    if decision.action is Action.EXPLAIN:
+        return tuple(done), (f"a {decision.reason} Warning Event on {where}, the cause counted in "
+                             f"status.pullFailures of {serving.name}; no restart")
+    if decision.action is Action.REJECTED:
+        condition = next((c for c in ((serving.body.get("status") or {}).get("conditions") or [])[:20]
+                          if isinstance(c, Mapping) and c.get("type") == CREDENTIAL_REJECTED), None)
+        if condition is not None and condition.get("status") == "True":
+            done.append(f"reported {serving.name} rejected (CredentialRejected=True since "
+                        f"{str(condition.get('lastTransitionTime'))[:MAX_FIELD]})")
+        return tuple(done), (f"report {serving.name} rejected by its registry (condition CredentialRejected, a "
+                             "Warning Event, the metric regcred_credential_rejected); no restart for this revision")
+    # Action.REMEDIATE
+    record = remediation_record(target.body, serving.name)
+    if record is not None:
+        done.append(f"remediated {where} for revision {record[0][:12]} at {record[1]}"
+                    + (" (the revision in place)" if record[0] == serving.revision else ""))
+    if spec.remediation_strategy == "None" or opted_out(target.body, namespace):
+        return tuple(done), f"nothing: remediation is turned off for {where} (a NotRemediated Event says so)"
+    if target.kind == "Pod":
+        return tuple(done), "nothing: the pod has no controller to recreate it, so it is only reported (NotRemediated)"
+    how = plan(target.kind, target.body, pod, spec.remediation_strategy)
+    if how.action is None:
+        return tuple(done), f"nothing: {how.note}"
+    skip = already_done(target.body, serving.name, serving.revision or "", now, spec.remediation_cooldown,
+                        per_pod=how.action == "DeletePods")
+    if skip is not None:
+        return tuple(done), f"nothing more: {skip}"
+    verb = "restart" if how.action == "RolloutRestart" else "delete the stuck pod of"
+    if spec.remediation_dry_run:
+        return tuple(done), f"nothing: dry run (would {verb} {where})"
+    note = f" ({how.note})" if how.note else ""
+    also = " and delete this stuck pod" if how.delete_pod and how.action == "RolloutRestart" else ""
+    return tuple(done), f"{verb} {where}{also}{note}, once for this credential revision"
+
+
+# -- the fix, for people -----------------------------------------------------------------------------
 
 _NODE_SIDE = {
-    Category.PLATFORM: ("{image} has no variant for the node's OS/architecture ({evidence}): push a multi-platform "
-                        "image or choose a tag built for the node; restarting will not help."),
-    Category.OTHER: ("The node itself failed the pull ({evidence}): free disk space or fix the node (or move the pod); "
-                     "the registry and the credential are fine."),
-    Category.UNREACHABLE: ("{image} can be pulled from here, but the node cannot reach {registry} ({evidence}): check "
-                           "the nodes' DNS, proxy and firewall; restarting will not help."),
-    Category.TLS: ("{image} can be pulled from here, but the node's TLS connection to {registry} fails ({evidence}): "
-                   "give the nodes' container runtime the registry's CA; restarting will not help."),
-    Category.RATE_LIMITED: ("{registry} is rate-limiting the node's pulls ({evidence}): wait, or pull with an "
-                            "authenticated account; the kubelet retries by itself."),
-    Category.INVALID_REFERENCE: ("The kubelet cannot use the image reference ({evidence}): fix the image in the pod "
-                                 "spec; restarting will not help."),
+    Category.PLATFORM: "Push a multi-platform image or choose a tag built for the node's OS/architecture",
+    Category.OTHER: "Look at the node (disk space, the container runtime) or move the pod",
+    Category.UNREACHABLE: "Check the nodes' DNS, proxy and firewall towards {registry}",
+    Category.TLS: "Give the nodes' container runtime the CA of {registry}, or fix its certificate",
+    Category.RATE_LIMITED: "Wait, or pull with an authenticated account (higher limits); the kubelet retries",
+    Category.REGISTRY_SERVER_ERROR: "Wait for {registry} to recover; the kubelet retries by itself",
+    Category.INVALID_REFERENCE: "Fix the image reference in the pod spec",
 }
 
 
-def decide(report: ContainerReport) -> Remedy:
-    """The cause and its fix, from everything found. Pure: reads the report only."""
-    ref, kubelet = report.ref, report.kubelet.classification
+def human_fix(report: ContainerReport, view: OperatorView) -> str:
+    """What a person does about the operator's decision, helped by the walk's findings."""
+    decision, ref = view.decision, report.ref
     if ref is None:
-        return Remedy(str(Category.INVALID_REFERENCE),
-                        f"{report.written_image!r} is not a valid image reference ({report.ref_error}): fix the image "
-                        "in the pod spec; restarting will not help.", False)
-    where = report.namespace
+        return f"{report.written_image!r} is not a valid image reference ({report.ref_error}): fix the image."
+    if decision.action is Action.REMEDIATE:
+        if view.next.startswith(("restart", "delete")):
+            return f"Nothing to do: regcred-operator will {view.next}."
+        if any(view.done) and view.next.startswith("nothing more"):
+            return "Wait for the rollout; if the pod stays stuck, delete it."
+        return "Delete the pod (or restart its workload) so that its replacement uses the credential in place."
+    if decision.action is Action.REJECTED:
+        return (f"The registry refuses the credential of RegistryCredential {view.credential} itself: fix its "
+                f"source (kubectl describe registrycredential {view.credential}); restarting will not help.")
+    if decision.reason == PULL_SECRET_NOT_IN_TEMPLATE:
+        return decision.why[decision.why.rfind("Add "):] if "Add " in decision.why else decision.why
+    cause = decision.cause
+    if cause in _NODE_SIDE:
+        return _NODE_SIDE[cause].format(registry=ref.registry) + "; restarting will not help."
+    if cause is Category.NOT_FOUND and not decision.ambiguous:
+        probe = report.probe or report.anonymous
+        if probe is not None and probe.verdict is Verdict.NOT_FOUND:
+            return f"Fix the image reference: {report.scrubbed(probe.detail).rstrip('.')}; restarting will not help."
+        what = f"digest {ref.digest}" if ref.digest else f"tag {ref.tag}"
+        return f"Fix the image reference: the {what} of {ref.name} does not exist; restarting will not help."
+    if cause in CREDENTIAL_CATEGORIES or decision.ambiguous or cause is Category.UNKNOWN:
+        return _credential_fix(report, view)
+    return "See the kubelet's message above."
+
+
+def _credential_fix(report: ContainerReport, view: OperatorView) -> str:
+    """The registry wants credentials the pod does not have, or refuses the ones it has."""
+    ref, ns = report.ref, report.namespace
+    assert ref is not None
     pod_checks = [s for s in report.secrets if s.source == "pod"]
     lacking = [s for s in report.secrets if s.source == "serviceAccount"]
-    pod_has_credential = any(s.credentials for s in pod_checks)
-    anonymous_ok = report.anonymous is not None and report.anonymous.ok
-    effective = report.probe if report.probe is not None else report.anonymous
-    assert effective is not None
-
     missing = [s.name for s in pod_checks if s.exists is False]
-    if missing and not pod_has_credential and not anonymous_ok:
-        names = ", ".join(missing)
-        return Remedy(str(Category.SECRET_MISSING),
-                        f"The pull secret {names} named by the pod does not exist in {where}: create it (or point a "
-                        f"RegistryCredential at namespace {where}); the kubelet picks it up at its next retry.", False)
-    if not pod_has_credential and report.probe is not None and report.probe.ok and not anonymous_ok:
-        secret, account = report.probe_secret, report.service_account
-        return Remedy(POD_LACKS_SECRET,
-                      f"The pod was created before its ServiceAccount {account} carried {secret}: delete the pod "
-                      "(or restart its workload) so it picks the secret up.", True)
-
-    if effective.ok:
-        node_side = _NODE_SIDE.get(kubelet.category)
-        if node_side is not None:
-            return Remedy(str(kubelet.category), node_side.format(
-                image=ref, registry=ref.registry, evidence=kubelet.evidence or kubelet.category), False)
-        how = f"with Secret {report.probe_secret}" if report.probe is not None else "anonymously"
-        return Remedy(str(kubelet.category),
-                        f"{ref} can be pulled {how} now: the kubelet retries with back-off (at most 5 minutes apart); "
-                        "delete the pod to retry at once.", True)
-
-    if effective.verdict is Verdict.NOT_FOUND:
-        if "repository" in effective.detail and "does not exist on" in effective.detail:
-            fix = f"The repository {ref.repository} does not exist on {ref.registry}: fix the image name; "
-        elif ref.digest:
-            fix = f"The digest {ref.digest} does not exist in {ref.name}: fix the image digest; "
-        else:
-            fix = f"The tag {ref.tag} does not exist in {ref.name}: fix the image tag; "
-        return Remedy(str(Category.NOT_FOUND), fix + "restarting will not help.", False)
-
-    if effective.verdict in (Verdict.UNAUTHORIZED, Verdict.FORBIDDEN) and report.probe is not None:
-        return _refused(report, ref)
-    if effective.verdict in (Verdict.UNAUTHORIZED, Verdict.FORBIDDEN):
-        return _no_credential(report, ref, pod_checks, lacking)
-
-    texts = {
-        Verdict.RATE_LIMITED: (Category.RATE_LIMITED, f"{ref.registry} is rate-limiting pulls: wait, or pull with an "
-                               "authenticated account (higher limits); the kubelet retries by itself."),
-        Verdict.UNREACHABLE: (Category.UNREACHABLE, f"{ref.registry} cannot be reached from here either: check the "
-                              "registry's address and the network (DNS, proxy, firewall); restarting will not help."),
-        Verdict.TLS: (Category.TLS, f"The TLS connection to {ref.registry} fails: fix the registry's certificate or "
-                      "trust its CA; restarting will not help."),
-        Verdict.SERVER_ERROR: (Category.REGISTRY_SERVER_ERROR, f"{ref.registry} answers with server errors: wait for "
-                               "it to recover; the kubelet retries by itself."),
-    }
-    category, fix = texts.get(effective.verdict, (
-        Category.OTHER, f"{ref.registry} gives an unexpected answer (see the probe): check that it is the registry "
-                        "you mean; restarting will not help."))
-    return Remedy(str(category), fix, False)
-
-
-def _refused(report: ContainerReport, ref: ImageRef) -> Remedy:
-    assert report.probe is not None
-    check = next(s for s in report.secrets if s.name == report.probe_secret)
-    regcred = f"kubectl get regcred {check.credential}" if check.credential else "kubectl get regcred"
-    if report.probe.verdict is Verdict.FORBIDDEN:
-        fix = (f"The registry denied the account in Secret {check.name} pull access to {ref.name}: grant it pull "
-               "access, or use an account that has it; restarting will not help.")
-        return Remedy(str(Category.FORBIDDEN), fix, False)
-    if check.expired and check.expiration_time is not None:
-        fix = (f"The registry refused the credentials in Secret {check.name}: they expired at "
-               f"{format_time(check.expiration_time)}; check the RegistryCredential's status ({regcred}).")
-    elif check.managed:
-        fix = (f"The registry refused the credentials in Secret {check.name} for {ref.registry}: check the "
-               f"RegistryCredential's status ({regcred}) and the account it uses; restarting will not help.")
-    else:
-        fix = (f"The registry refused the credentials in Secret {check.name} for {ref.registry}: put a valid user "
-               "name and password (or token) in it, or let a RegistryCredential manage it; restarting will not help.")
-    if check.source == "serviceAccount":
-        fix += f" The pod also lacks {check.name}, which its ServiceAccount carries: delete the pod once it works."
-    return Remedy(str(Category.UNAUTHORIZED), fix, False)
-
-
-def _no_credential(
-    report: ContainerReport, ref: ImageRef, pod_checks: Sequence[SecretCheck], lacking: Sequence[SecretCheck],
-) -> Remedy:
-    """The registry wants credentials and the pod has none for it."""
-    ns = report.namespace
     wrong_type = [s for s in pod_checks if s.exists and not s.usable_type]
     no_entry = [s.name for s in pod_checks if s.exists and s.usable_type and not s.has_entry]
     unusable = [s.name for s in pod_checks if s.has_entry and s.credentials is None]
+    served_by = f"RegistryCredential {view.credential}" if view.credential else "a RegistryCredential"
+    if report.probe is not None and report.probe.verdict in (Verdict.UNAUTHORIZED, Verdict.FORBIDDEN):
+        check = next(s for s in report.secrets if s.name == report.probe_secret)
+        if check.expired and check.expiration_time is not None:
+            return (f"The registry refuses the credentials in Secret {check.name}: they expired at "
+                    f"{format_time(check.expiration_time)}; check its RegistryCredential's status.")
+        owner = f"RegistryCredential {check.credential}" if check.credential else "the Secret's owner"
+        return (f"The registry refuses the credentials in Secret {check.name} for {ref.registry}: fix them "
+                f"({owner}); restarting will not help.")
+    if report.probe is not None and report.probe.ok:
+        if lacking:
+            return (f"The pod lacks {lacking[0].name}, which its ServiceAccount carries: delete the pod (or restart "
+                    "its workload) so that its replacement gets it.")
+        return (f"{ref} can be pulled with Secret {report.probe_secret} now: the kubelet retries with back-off "
+                "(at most 5 minutes apart); delete the pod to retry at once.")
+    if missing:
+        return (f"The pull secret {', '.join(missing)} named by the pod does not exist in {ns}: create it (or point "
+                f"{served_by} at namespace {ns}); the kubelet picks it up at its next retry.")
     if wrong_type:
         s = wrong_type[0]
-        fix = (f"The pull secret {s.name} in {ns} has type {s.type}, which the kubelet ignores: recreate it as "
-               f"{dc.SECRET_TYPE} with an entry for {ref.registry}.")
-    elif unusable:
-        fix = (f"The entry for {ref.registry} in the pull secret {unusable[0]} in {ns} has no user name and password: "
-               "rewrite it (docker login writes both), or point a RegistryCredential at that registry.")
-    elif no_entry:
+        return (f"The pull secret {s.name} in {ns} has type {s.type}, which the kubelet ignores: recreate it as "
+                f"{dc.SECRET_TYPE} with an entry for {ref.registry}.")
+    if unusable:
+        return (f"The entry for {ref.registry} in the pull secret {unusable[0]} in {ns} has no user name and "
+                "password: rewrite it, or point a RegistryCredential at that registry.")
+    if no_entry:
         names = ", ".join(no_entry)
         subject = (f"The pull secret {names} in {ns} has" if len(no_entry) == 1
                    else f"None of the pull secrets {names} in {ns} has")
-        fix = f"{subject} no entry for {ref.registry}: point a RegistryCredential at that registry."
-        others = [s for s in report.account_secrets if s not in report.pod_secrets]
-        if others:
-            fix += (f" (Its ServiceAccount's {', '.join(others)} is not added to a pod that names its own pull "
-                    "secrets: list it in the workload's imagePullSecrets if it serves that registry.)")
-    elif lacking:
-        names = ", ".join(s.name for s in lacking)
-        fix = (f"Neither the pod nor its ServiceAccount's pull secret {names} has an entry for {ref.registry}: "
-               "point a RegistryCredential at that registry, then delete the pod.")
-    else:
-        fix = (f"{ref.registry} needs credentials and neither the pod nor its ServiceAccount {report.service_account} "
-               f"has a pull secret: create a RegistryCredential for {ref.registry} that selects namespace {ns} (it "
-               "attaches the secret to the ServiceAccount), then delete the pod so it picks the secret up.")
-    return Remedy(NO_CREDENTIAL, fix, False)
+        return f"{subject} no entry for {ref.registry}: point a RegistryCredential at that registry."
+    if report.anonymous is not None and report.anonymous.ok:
+        return (f"{ref} can be pulled anonymously now: the kubelet retries with back-off; delete the pod to retry "
+                "at once.")
+    if view.credential is None:
+        return (f"Neither the pod nor its ServiceAccount {report.service_account} has a pull secret for "
+                f"{ref.registry}: create a RegistryCredential for {ref.registry} that selects namespace {ns} (it "
+                "attaches the secret to the ServiceAccount), then delete the pod so that it picks the secret up.")
+    return f"See the decision above, and RegistryCredential {view.credential}'s status."
+
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -625,7 +838,18 @@ def steps(report: ContainerReport, now: datetime.datetime) -> list[tuple[str, st
     elif ref is not None:
         lines.append((WARN, "probe", "no credential for this registry, so only the anonymous probe above"))
 
-    lines.append((WARN if report.verdict.restart_would_help else BAD, "verdict", report.verdict.fix))
+    for view in report.views:
+        decision = view.decision
+        nuance = ", ambiguous" if decision.ambiguous else ""
+        by = f"RegistryCredential {view.credential}" if view.credential else "no RegistryCredential"
+        lines.append((BAD, "cause", f"{decision.cause}{nuance}"))
+        lines.append((WARN if decision.action is Action.REMEDIATE else BAD, "operator",
+                      f"{decision.action} ({by}): {report.scrubbed(decision.why)}"))
+        for done in view.done:
+            lines.append((OK, "done", done))
+        if view.credential is not None:
+            lines.append(("", "", f"next: {view.next}"))
+        lines.append((WARN, "fix", report.scrubbed(view.fix)))
     return lines
 
 
@@ -685,6 +909,9 @@ def render_text(reports: Sequence[ContainerReport], out: TextIO, now: datetime.d
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `regcred doctor`."""
+    parser.epilog = ("The verdict is regcred-operator's own decision for each stuck container (remediate, explain, "
+                     "rejected or ignore, with its cause and why), what it did or will do, and a fix. Exit codes: 0 "
+                     "no pod is stuck pulling, 1 at least one container is stuck (each diagnosed), 2 an error.")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-n", "--namespace", help="the namespace to look in (default: the kubeconfig context's)")
     where.add_argument("-A", "--all-namespaces", action="store_true", help="look in every namespace")

@@ -30,10 +30,12 @@ from regcred.diagnosis import (
     StuckContainer,
     decide,
     pull_events,
+    revision_reached,
+    secret_in_place,
     served,
     stuck_containers,
 )
-from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time, parse_time
+from regcred.fanout import format_time
 from regcred.imageref import ImageRef
 from regcred.kube import KubeApi, KubeError
 from regcred.probe import Prober, ProbeResult
@@ -364,12 +366,8 @@ class Remediator:
         account_name = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         account = self.kube.read_namespaced("v1", "serviceaccounts", namespace, account_name) or {}
         secret = self.kube.read_namespaced("v1", "secrets", namespace, spec.secret_name) or {}
-        in_place = ((secret.get("metadata") or {}).get("annotations") or {}).get(
-            CONTENT_HASH_ANNOTATION) == serving.revision
-        # The revision reached this namespace when the operator made it, or when the Secret here was created
-        # (creationTimestamp is set by the API server; a Secret restored or a namespace selected later).
-        since = max(filter(None, (serving.since, parse_time((secret.get("metadata") or {}).get(
-            "creationTimestamp")))), default=None)
+        in_place = secret_in_place(secret, serving.revision)
+        since = revision_reached(serving.since, secret)  # shared with `regcred doctor`
         return decide(pod, container, served_hosts=serving.token.hosts, secret_name=spec.secret_name,
                       account_pull_secrets=[r.get("name") for r in account.get("imagePullSecrets") or []],
                       secret_in_place=in_place, probe=lambda image: self._probe(serving, image), events=events,

@@ -64,12 +64,12 @@ from regcred.models import CredentialSpec, SpecError, parse_credential
 from regcred.probe import Credentials, Prober, ProbeResult, Verdict
 from regcred.status import CREDENTIAL_REJECTED
 from regcred.workloads import (
-    KINDS,
     REMEDIATED_ANNOTATION,
+    Target,
     already_done,
-    controller_of,
     opted_out,
     plan,
+    target_of,
     template_pull_secrets,
 )
 
@@ -135,19 +135,6 @@ class Serving:
     revision: str | None
     since: datetime.datetime | None
     credentials: Credentials | None = dataclasses.field(default=None, repr=False, compare=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """What the operator would act on: the pod's workload, or the bare pod."""
-
-    kind: str
-    body: Mapping[str, Any] = dataclasses.field(repr=False)
-
-    @property
-    def where(self) -> str:
-        metadata = self.body.get("metadata") or {}
-        return f"{self.kind} {metadata.get('namespace', '')}/{metadata.get('name', '')}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,7 +319,7 @@ class Doctor:
         except KubeError:
             events = []  # the Events are a help, not a requirement (as for the operator)
         servings = self._serving(namespace)
-        target = self._target_of(pod)
+        target = target_of(pod, self.kube.read_namespaced)
         reports = []
         for container in stuck:
             written = _spec_image(spec, container.name) or container.image
@@ -455,23 +442,6 @@ class Doctor:
             found.append(Serving(spec.name, spec, body, secret, hosts,
                                  str(revision)[:MAX_FIELD] if revision else None, since, credentials))
         return found
-
-    def _target_of(self, pod: Mapping[str, Any]) -> Target:
-        """The workload the operator would act on (as Remediator._target_of): through a ReplicaSet to its
-        Deployment; the bare pod when no known controller is found."""
-        namespace = (pod.get("metadata") or {}).get("namespace", "")
-        owner = controller_of(pod)
-        if owner is not None and owner[0] == "ReplicaSet":
-            replicaset = self.kube.read_namespaced("apps/v1", "replicasets", namespace, owner[1])
-            owner = controller_of(replicaset) if replicaset else None
-            if owner is None and replicaset is not None:
-                return Target("ReplicaSet", replicaset)
-        if owner is not None and owner[0] in KINDS:
-            kind = KINDS[owner[0]]
-            body = self.kube.read_namespaced(kind.api, kind.plural, namespace, owner[1])
-            if body is not None:
-                return Target(owner[0], body)
-        return Target("Pod", pod)
 
     def _namespace(self, target: Target) -> dict[str, Any] | None:
         name = str((target.body.get("metadata") or {}).get("namespace", ""))

@@ -43,12 +43,13 @@ from regcred.reconcile import Reconciler, Serving
 from regcred.status import CREDENTIAL_REJECTED, MAX_REJECTION_SAMPLE, Condition
 from regcred.workloads import (
     KINDS,
+    Target,
     already_done,
-    controller_of,
     opted_out,
     plan,
     record_patch,
     rollout_patch,
+    target_of,
     template_pull_secrets,
 )
 
@@ -72,27 +73,6 @@ class Seen:
     failed_at: datetime.datetime | None  # when a retry was last seen failing (ErrImagePull again)
     reason: str
     message: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """The object a remediation acts on: a workload, or the bare pod when nothing controls it."""
-
-    kind: str
-    body: Mapping[str, Any]
-
-    @property
-    def name(self) -> str:
-        return str((self.body.get("metadata") or {}).get("name", ""))
-
-    @property
-    def namespace(self) -> str:
-        return str((self.body.get("metadata") or {}).get("namespace", ""))
-
-    @property
-    def api_version(self) -> str:
-        """Known from the kind: the body may come from a LIST, whose items carry no apiVersion or kind."""
-        return "v1" if self.kind == "Pod" else KINDS[self.kind].api
 
 
 class Remediator:
@@ -325,7 +305,7 @@ class Remediator:
         now = self.clock.now()
         self._check_effect(pod, serving, now)
         seen = {c.name: self._observe(uid, c, now) for c in stuck}
-        target = self._target_of(pod)
+        target = target_of(pod, self.kube.read_namespaced)
         decisions = []
         events: list[PullEvent] | None = None
         for container in stuck:
@@ -447,21 +427,6 @@ class Remediator:
         if first:
             logger.warning("%s", message)
             self._post_credential(serving, "Warning", CREDENTIAL_REJECTED_REASON, message)
-
-    def _target_of(self, pod: Mapping[str, Any]) -> Target:
-        namespace = (pod.get("metadata") or {}).get("namespace", "")
-        owner = controller_of(pod)
-        if owner is not None and owner[0] == "ReplicaSet":
-            replicaset = self.kube.read_namespaced("apps/v1", "replicasets", namespace, owner[1])
-            owner = controller_of(replicaset) if replicaset else None
-            if owner is None and replicaset is not None:
-                return Target("ReplicaSet", replicaset)
-        if owner is not None and owner[0] in KINDS:
-            kind = KINDS[owner[0]]
-            body = self.kube.read_namespaced(kind.api, kind.plural, namespace, owner[1])
-            if body is not None:
-                return Target(owner[0], body)
-        return Target("Pod", pod)
 
     def _remediate(self, pod: Mapping[str, Any], target: Target, serving: Serving, decision: Decision) -> None:
         spec, now = serving.spec, self.clock.now()

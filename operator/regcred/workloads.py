@@ -232,3 +232,50 @@ def template_pull_secrets(workload: Mapping[str, Any]) -> list[str]:
         return []
     return [str(r["name"]) for r in refs[:100] if isinstance(r, Mapping) and r.get("name")]
 
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The object a remediation acts on: a workload, or the bare pod when nothing controls it."""
+
+    kind: str
+    body: Mapping[str, Any] = dataclasses.field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return str((self.body.get("metadata") or {}).get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str((self.body.get("metadata") or {}).get("namespace", ""))
+
+    @property
+    def where(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @property
+    def api_version(self) -> str:
+        """Known from the kind: the body may come from a LIST, whose items carry no apiVersion or kind."""
+        return "v1" if self.kind == "Pod" else KINDS[self.kind].api
+
+
+# read(api, plural, namespace, name) -> the object, or None when it does not exist (KubeApi.read_namespaced).
+Reader = Callable[[str, str, str, str], "Mapping[str, Any] | None"]
+
+
+def target_of(pod: Mapping[str, Any], read: Reader) -> Target:
+    """The workload the operator acts on for a stuck pod: through a ReplicaSet to its Deployment (an
+    ownerless ReplicaSet is itself the target); the bare pod when no known controller is found."""
+    namespace = (pod.get("metadata") or {}).get("namespace", "")
+    owner = controller_of(pod)
+    if owner is not None and owner[0] == "ReplicaSet":
+        replicaset = read("apps/v1", "replicasets", namespace, owner[1])
+        owner = controller_of(replicaset) if replicaset else None
+        if owner is None and replicaset is not None:
+            return Target("ReplicaSet", replicaset)
+    if owner is not None and owner[0] in KINDS:
+        kind = KINDS[owner[0]]
+        body = read(kind.api, kind.plural, namespace, owner[1])
+        if body is not None:
+            return Target(owner[0], body)
+    return Target("Pod", pod)
+

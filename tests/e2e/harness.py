@@ -102,8 +102,16 @@ class Cluster:
                 raise
             self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
         else:
-            body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            self.custom.replace_cluster_custom_object(GROUP, VERSION, PLURAL, name, body)
+            # The operator writes status meanwhile (a new resourceVersion): read again and retry, as kubectl would.
+            for attempt in range(5):
+                body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+                try:
+                    self.custom.replace_cluster_custom_object(GROUP, VERSION, PLURAL, name, body)
+                    return
+                except kubernetes.client.ApiException as error:
+                    if error.status != 409 or attempt == 4:
+                        raise
+                current = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
 
     def credential(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)

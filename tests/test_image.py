@@ -53,6 +53,10 @@ def test_the_image_installs_the_same_lock_resolution_as_the_tests() -> None:
     assert "RUN /opt/venv/bin/pip install --require-virtualenv --no-deps /src" in build
     runtime, full = pins("requirements-runtime.lock"), pins("requirements.lock")
     assert runtime, "requirements-runtime.lock has no pins"
+    # Both locks carry hashes: pip then installs only the very files that were locked (hash-checking mode).
+    for lock in ("requirements.lock", "requirements-runtime.lock"):
+        text = (ROOT / lock).read_text()
+        assert text.count("--hash=sha256:") >= len(pins(lock)), f"{lock}: a pin without a hash"
     differing = {name: (version, full.get(name)) for name, version in runtime.items() if full.get(name) != version}
     assert not differing, f"re-run the two `uv pip compile` commands of the README: {differing}"
 

@@ -508,8 +508,12 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
         "spec.namespaces",
         "spec.namespaces.selector.matchExpressions[]",
         "spec.serviceAccounts",
+        "spec.refresh.beforeExpiry",
+        "spec.remediation.cooldown",
     }
     assert "metadata.name" in rules[""][0]
+    assert rules["spec.refresh.beforeExpiry"] == rules["spec.remediation.cooldown"] == [
+        "duration(self) <= duration('8760h')"]
     assert all(f"has(self.{p})" in rules["spec.provider"][0] for p in ("ecr", "ghcr", "gar", "static"))
     assert any("tokenSecretRef" in r and "app" in r for r in rules["spec.provider.ghcr"])
     assert any("username" in r for r in rules["spec.provider.ghcr"])

@@ -336,6 +336,11 @@ SERVER_ONLY = [
      "spec.namespaces.names[1]", 'Duplicate value: "web"'),
     ("registryId listed twice", {"spec.provider.ecr.registryIds": ["123456789012", "123456789012"]},
      "spec.provider.ecr.registryIds[1]", 'Duplicate value: "123456789012"'),
+    # Digits the pattern admits, a duration no one means (and an overflow for a naive parser).
+    ("a duration of millions of years", {"spec.refresh.beforeExpiry": "30000000000h"},
+     "spec.refresh.beforeExpiry", "must be at most 8760h (a year)"),
+    ("a cooldown over a year", {"spec.remediation.cooldown": "8761h"},
+     "spec.remediation.cooldown", "must be at most 8760h (a year)"),
     # An unknown provider is pruned, which leaves none: jsonschema counts it as the one provider.
     ("unknown provider", {"spec.provider": {"quay": {"registry": "quay.io"}}},
      "spec.provider", "spec.provider must set exactly one of ecr, ghcr, gar or static."),

@@ -27,6 +27,19 @@ def test_bad_durations_name_the_field(text: str) -> None:
         parse_duration(text, field="spec.refresh.beforeExpiry")
 
 
+@pytest.mark.parametrize("text", ["30000000000h", "8761h", "9" * 63 + "h", "525601m"])
+def test_durations_are_bounded_to_a_year(text: str) -> None:
+    """The schema's pattern admits any digits: no overflow, a sentence instead."""
+    with pytest.raises(SpecError, match="spec.remediation.cooldown must be at most 8760h"):
+        parse_duration(text, field="spec.remediation.cooldown")
+
+
+def test_an_over_long_duration_is_refused_without_echoing_it_whole() -> None:
+    with pytest.raises(SpecError) as refused:
+        parse_duration("1h" * 1000, field="x")
+    assert len(str(refused.value)) < 200
+
+
 @pytest.mark.parametrize(
     ("registry", "host"),
     [

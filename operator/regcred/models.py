@@ -26,12 +26,19 @@ class SpecError(ValueError):
     reason = "InvalidSpec"
 
 
+MAX_DURATION = datetime.timedelta(days=365)
+
+
 def parse_duration(text: str, *, field: str) -> datetime.timedelta:
     """Parse a Go-style duration such as ``30m``, ``1h30m`` or ``90s`` (the format kubectl users know)."""
-    parts = _DURATION_PART.findall(text)
-    if not text or "".join(number + unit for number, unit in parts) != text:
-        raise SpecError(f"{field} must be a duration such as 30m, 1h30m or 90s, not {text!r}.")
-    return datetime.timedelta(seconds=sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts))
+    parts = _DURATION_PART.findall(text[:64])
+    if not text or len(text) > 64 or "".join(number + unit for number, unit in parts) != text:
+        raise SpecError(f"{field} must be a duration such as 30m, 1h30m or 90s, not {text[:64]!r}.")
+    seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    # The schema admits any digits (30000000000h): bounded here, so no overflow ever leaves a reconciliation.
+    if seconds > MAX_DURATION.total_seconds():
+        raise SpecError(f"{field} must be at most 8760h (a year), not {text!r}.")
+    return datetime.timedelta(seconds=seconds)
 
 
 def normalize_registry_host(registry: str) -> str:

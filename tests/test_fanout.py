@@ -5,6 +5,8 @@ import datetime
 import json
 import random
 
+import pytest
+
 from regcred import dockerconfig as dc
 from regcred.fanout import ATTACHED_ANNOTATION, SecretContent, attach_update, plan_secrets
 from regcred.providers import Token
@@ -102,3 +104,15 @@ def test_before_expiry_is_honoured_but_capped_at_half_the_lifetime() -> None:
     short = refresh_time(minted, minted + datetime.timedelta(minutes=15), datetime.timedelta(minutes=30),
                          random.Random(1))
     assert short >= minted + datetime.timedelta(minutes=7)
+
+
+@pytest.mark.parametrize("hostile", ["[" * 1000, "{" * 100_000, json.dumps({"shop": ["x"] * 10}),
+                                     json.dumps([1, 2]), "not json", json.dumps({"a": "b" * 20_000})])
+def test_a_hostile_attached_secrets_annotation_is_ignored_not_raised(hostile: str) -> None:
+    """Tenants can annotate their ServiceAccounts: whatever they write, attaching still works."""
+    account = {"metadata": {"name": "default", "namespace": "shop", "annotations": {ATTACHED_ANNOTATION: hostile}},
+               "imagePullSecrets": [{"name": "theirs"}]}
+    updated = attach_update(account, "shop", "regcred")
+    assert updated is not None
+    assert [e["name"] for e in updated["imagePullSecrets"]] == ["theirs", "regcred"]
+    assert json.loads(updated["metadata"]["annotations"][ATTACHED_ANNOTATION]) == {"shop": "regcred"}

@@ -21,6 +21,7 @@ CONTENT_HASH_ANNOTATION = f"{GROUP}/content-hash"
 PROVIDER_HASH_ANNOTATION = f"{GROUP}/provider-hash"
 # On ServiceAccounts: which credential added which imagePullSecrets entry, so that only those are removed.
 ATTACHED_ANNOTATION = f"{GROUP}/attached-secrets"
+MAX_ATTACHED_LENGTH = 16_384  # {credential name: secret name} for a few hundred credentials
 
 
 def format_time(value: datetime.datetime) -> str:
@@ -139,11 +140,16 @@ def plan_secrets(
 def attached_by(service_account: Mapping[str, Any]) -> dict[str, str]:
     """{credential: secret name} for the imagePullSecrets entries this operator added to a ServiceAccount."""
     raw = ((service_account.get("metadata") or {}).get("annotations") or {}).get(ATTACHED_ANNOTATION)
+    # Tenant-writable: bounded in size, and nesting (`[[[[...`) is a parse failure, not a RecursionError.
+    if not isinstance(raw, str) or len(raw) > MAX_ATTACHED_LENGTH:
+        return {}
     try:
         parsed = json.loads(raw) if raw else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
-    return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {k: v for k, v in parsed.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def attach_update(

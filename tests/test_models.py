@@ -113,6 +113,10 @@ def test_an_empty_selector_selects_every_namespace() -> None:
         ({"provider": {"ecr": {}}}, "region is required"),
         ({"refresh": {"beforeExpiry": "30 minutes"}}, "beforeExpiry must be a duration"),
         ({"remediation": {"strategy": "Reboot"}}, "strategy must be RolloutRestart, DeletePods or None"),
+        ({"remediation": {"cooldown": "30000000000h"}}, "cooldown must be at most 8760h"),
+        ({"provider": {"ghcr": {"app": {"appId": 1, "installationId": 2, "apiUrl": "http://[",
+                                        "privateKeySecretRef": {"namespace": "a", "name": "b"}}}}},
+         r"app.apiUrl must be an http\(s\) URL"),
     ],
 )
 def test_invalid_specs_say_what_to_fix(overrides: dict[str, object], message: str) -> None:

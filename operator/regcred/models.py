@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,19 @@ def parse_duration(text: str, *, field: str) -> datetime.timedelta:
     if seconds > MAX_DURATION.total_seconds():
         raise SpecError(f"{field} must be at most 8760h (a year), not {text!r}.")
     return datetime.timedelta(seconds=seconds)
+
+
+def parse_api_url(text: str, *, field: str) -> str:
+    """An http(s) base URL the operator can call; checked here so a bad one is a sentence, not a ValueError later."""
+    try:
+        parsed = urllib.parse.urlsplit(text)
+        parsed.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname or len(text) > 2048:
+        raise SpecError(f"{field} must be an http(s) URL such as https://github.example.com/api/v3, "
+                        f"not {text[:100]!r}.")
+    return text
 
 
 def normalize_registry_host(registry: str) -> str:
@@ -289,7 +303,7 @@ def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
                     app.get("privateKeySecretRef") or {}, field=f"{where}.app.privateKeySecretRef",
                     default_key="private-key.pem",
                 ),
-                api_url=app.get("apiUrl") or "https://api.github.com",
+                api_url=parse_api_url(app.get("apiUrl") or "https://api.github.com", field=f"{where}.app.apiUrl"),
             ) if app else None,
         )
     registries = tuple(normalize_registry_host(r) for r in block.get("registries") or ())

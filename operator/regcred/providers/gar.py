@@ -179,6 +179,17 @@ class GarProvider:
             credentials.refresh(transport)  # type: ignore[no-untyped-call]
         except google.auth.exceptions.GoogleAuthError as error:
             raise _refresh_error(error, transport, identity, target, secrets) from None
+        except RecursionError:
+            # google-auth parses answers (a credential source's, Google's) with json.loads and catches ValueError
+            # only: an answer nested thousands deep must still end as a sentence.
+            host = urllib.parse.urlsplit(transport.last_url or "").netloc or "a credential source"
+            status = f"HTTP {transport.last_status}, " if transport.last_status is not None else ""
+            raise ProviderError(
+                f"{host} answered {identity.who} with JSON nested too deeply to read ({status}no details); the "
+                "operator will retry.",
+                reason=REASON_INVALID_RESPONSE,
+                retryable=True,
+            ) from None
 
         access_token = credentials.token
         if not isinstance(access_token, str) or not access_token:
@@ -387,7 +398,10 @@ class _SourcePolicy:
         unknown = sorted(str(key)[:40] for key in source if key not in _SOURCE_KEYS)
         if unknown:
             return f"whose credential_source has fields the operator does not know: {', '.join(unknown)}."
-        kinds = [kind for kind in ("file", "url", "environment_id") if source.get(kind) is not None]
+        if source.get("environment_id") is not None:
+            kinds = ["environment_id"] if source.get("file") is None else ["file", "environment_id"]
+        else:
+            kinds = [kind for kind in ("file", "url") if source.get(kind) is not None]
         if len(kinds) != 1:
             return "whose credential_source does not name exactly one of file, url or environment_id."
         fmt = source.get("format", {})

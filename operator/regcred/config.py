@@ -34,6 +34,9 @@ class Settings:
     # (Private Service Connect; tests). Its token-exchange (STS) URL for workload identity federation.
     google_iam_endpoint_url: str | None = None
     google_sts_endpoint_url: str | None = None
+    # Where a workload identity federation configuration from a Secret may take its subject token from: file
+    # paths, http(s) URL prefixes, "azure", "aws", or "none" (None: the gar provider's documented defaults).
+    google_credential_sources: tuple[str, ...] | None = None
     # Registries probed over plain HTTP by spec.verify (a self-hosted registry without TLS; tests).
     insecure_registries: frozenset[str] = frozenset()
     # At most this many remediations (restarts, pod deletions) per minute across all credentials: a bad
@@ -87,6 +90,9 @@ class Settings:
                                                  defaults.remediation_backlog_size)),
             google_iam_endpoint_url=env.get("REGCRED_GOOGLE_IAM_ENDPOINT_URL") or None,
             google_sts_endpoint_url=env.get("REGCRED_GOOGLE_STS_ENDPOINT_URL") or None,
+            google_credential_sources=tuple(
+                entry.strip() for entry in env["REGCRED_GOOGLE_CREDENTIAL_SOURCES"].split(",") if entry.strip()
+            ) if env.get("REGCRED_GOOGLE_CREDENTIAL_SOURCES", "").strip() else None,
             insecure_registries=frozenset(h.strip() for h in env.get("REGCRED_INSECURE_REGISTRIES", "").split(",")
                                           if h.strip()),
         )

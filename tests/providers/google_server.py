@@ -101,6 +101,11 @@ class FakeGoogle:
         self.metadata_enabled = False
         self.metadata_email = "gke-node@my-project.iam.gserviceaccount.com"
         self.metadata_lifetime = 3599
+        # A credential source (a URL a federation configuration fetches its subject token from): GET
+        # /subject-token answers (status, body); None: 404.
+        self.source_answer: tuple[int, bytes] | None = None
+        # (status, raw body) the Security Token Service answers instead of exchanging the token.
+        self.sts_error: tuple[int, bytes] | None = None
 
         self.issued: dict[str, Issued] = {}
         self.seen: list[Seen] = []
@@ -165,7 +170,11 @@ class FakeGoogle:
         if seen.method == "POST" and seen.path == "/token":
             return _json(*self._oauth_token(seen))
         if seen.method == "POST" and seen.path == "/v1/token":
+            if self.sts_error is not None:
+                return self.sts_error[0], {"Content-Type": "application/json"}, self.sts_error[1]
             return _json(*self._sts_token(seen))
+        if seen.method == "GET" and seen.path == "/subject-token" and self.source_answer is not None:
+            return self.source_answer[0], {"Content-Type": "application/json"}, self.source_answer[1]
         match = _GENERATE.match(seen.path)
         if seen.method == "POST" and match:
             return _json(*self._generate_access_token(seen, urllib.parse.unquote(match["email"])))

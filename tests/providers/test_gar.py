@@ -205,7 +205,8 @@ def test_impersonation_denied(google: FakeGoogle, rsa_key: tuple[str, Any]) -> N
     assert not error.retryable
     assert "roles/iam.serviceAccountTokenCreator" in str(error)
     assert TARGET in str(error) and EMAIL in str(error)
-    assert "iam.serviceAccounts.getAccessToken" in str(error)  # what Google said
+    assert "HTTP 403: PERMISSION_DENIED" in str(error)  # Google's status code, never its message text
+    assert "iam.serviceAccounts.getAccessToken" not in str(error)
     for token in google.issued:
         assert token not in str(error)
 
@@ -244,7 +245,8 @@ def test_invalid_grant_from_the_token_endpoint(google: FakeGoogle, rsa_key: tupl
     error = mint_error(GarProvider(gar_spec()), key_secret(key_json(rsa_key[0], google.token_uri)), rsa_key[0])
 
     assert (error.reason, error.retryable) == ("GoogleTokenRejected", False)
-    assert "Invalid JWT Signature" in str(error)
+    assert "HTTP 400: invalid_grant" in str(error)
+    assert "Invalid JWT Signature" not in str(error)  # a body's free text is never repeated
 
 
 def test_an_unreachable_token_endpoint_is_retryable(rsa_key: tuple[str, Any]) -> None:
@@ -329,8 +331,15 @@ def subject_file(tmp_path: Path, google: FakeGoogle) -> Path:
     return path
 
 
+def federation(google: FakeGoogle, subject_file: Path, **kwargs: Any) -> GarProvider:
+    """A provider that talks to the fake's STS and may read the test's subject token file."""
+    return GarProvider(
+        gar_spec(), sts_endpoint_override=google.sts_url, credential_sources=(str(subject_file),), **kwargs
+    )
+
+
 def test_a_federation_configuration_mints_a_short_lived_token(google: FakeGoogle, subject_file: Path) -> None:
-    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url)
+    provider = federation(google, subject_file)
 
     token = provider.mint(key_secret(external_account(subject_file)))
 
@@ -348,7 +357,7 @@ def test_a_federation_configuration_that_impersonates(google: FakeGoogle, subjec
             f"https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken"
         ),
     )
-    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url, iam_endpoint_override=google.url)
+    provider = federation(google, subject_file, iam_endpoint_override=google.url)
 
     token = provider.mint(key_secret(config))
 
@@ -375,7 +384,8 @@ def test_a_federation_configuration_that_impersonates(google: FakeGoogle, subjec
 def test_a_federation_configuration_must_talk_to_google_only(
     google: FakeGoogle, subject_file: Path, overrides: dict[str, Any], says: str
 ) -> None:
-    error = mint_error(GarProvider(gar_spec()), key_secret(external_account(subject_file, **overrides)), SUBJECT_TOKEN)
+    provider = GarProvider(gar_spec(), credential_sources=(str(subject_file),))
+    error = mint_error(provider, key_secret(external_account(subject_file, **overrides)), SUBJECT_TOKEN)
 
     assert isinstance(error, InvalidSourceSecret)
     assert says in str(error)
@@ -385,7 +395,7 @@ def test_a_federation_configuration_must_talk_to_google_only(
 def test_a_missing_federated_token_file_is_retryable(google: FakeGoogle, subject_file: Path) -> None:
     """The projected token is not mounted (yet): nothing is sent, and the next attempt may find it."""
     subject_file.unlink()
-    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url)
+    provider = federation(google, subject_file)
 
     error = mint_error(provider, key_secret(external_account(subject_file)), SUBJECT_TOKEN)
 
@@ -396,12 +406,349 @@ def test_a_missing_federated_token_file_is_retryable(google: FakeGoogle, subject
 
 def test_a_rejected_federated_token(google: FakeGoogle, subject_file: Path) -> None:
     subject_file.write_text("eyJ-some-other-token")
-    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url)
+    provider = federation(google, subject_file)
 
     error = mint_error(provider, key_secret(external_account(subject_file)), SUBJECT_TOKEN, "eyJ-some-other-token")
 
     assert (error.reason, error.retryable) == ("GoogleTokenRejected", False)
     assert "invalid_grant" in str(error)
+
+
+# --- hostile federation configurations (issue 10, point 4) ---------------------------------------------------
+
+MARKER = "MARKER-4f2a-body-must-never-be-repeated"
+OPERATOR_API_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeGoogle]:
+    """A second listening, recording server: a host a configuration names that nobody allowed."""
+    yield from running()
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every path opened or tested for existence while the test runs."""
+    import builtins
+    import os.path
+
+    paths: list[str] = []
+    real_open, real_exists = builtins.open, os.path.exists
+
+    def recording_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        paths.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def recording_exists(path: Any) -> bool:
+        paths.append(str(path))
+        return real_exists(path)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    monkeypatch.setattr(os.path, "exists", recording_exists)
+    return paths
+
+
+def url_source(url: str, **fields: Any) -> dict[str, Any]:
+    return {"url": url, "format": {"type": "text"}, **fields}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        OPERATOR_API_TOKEN,
+        "/etc/passwd",
+        "/var/run/service-account/../../../etc/passwd",
+        "var/run/service-account/token",
+        "/proc/self/environ",
+    ],
+    ids=["operator-sa-token", "etc-passwd", "dot-dot", "relative", "proc"],
+)
+def test_a_file_source_outside_the_allow_list_is_never_read(
+    google: FakeGoogle, subject_file: Path, opened: list[str], path: str
+) -> None:
+    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url)  # the default allow-list
+
+    error = mint_error(provider, key_secret(external_account(subject_file, credential_source={"file": path})))
+
+    assert isinstance(error, InvalidSourceSecret)
+    assert "credential_source file" in str(error)
+    assert path not in opened and not any("passwd" in p or "serviceaccount" in p for p in opened)
+    assert google.seen == []
+
+
+def test_the_operator_s_api_token_is_refused_even_when_listed(google: FakeGoogle, subject_file: Path) -> None:
+    provider = GarProvider(
+        gar_spec(), sts_endpoint_override=google.sts_url, credential_sources=(OPERATOR_API_TOKEN, "/var/run/")
+    )
+
+    config = external_account(subject_file, credential_source={"file": OPERATOR_API_TOKEN})
+
+    error = mint_error(provider, key_secret(config))
+
+    assert isinstance(error, InvalidSourceSecret)
+    assert "Kubernetes API credentials" in str(error)
+    assert google.seen == []
+
+
+def test_a_file_that_is_not_listed_is_never_read(google: FakeGoogle, subject_file: Path, opened: list[str]) -> None:
+    """A real file with a valid token, but not in the allow-list (the defaults): refused before it is opened."""
+    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url)
+
+    error = mint_error(provider, key_secret(external_account(subject_file)), SUBJECT_TOKEN)
+
+    assert isinstance(error, InvalidSourceSecret)
+    assert "/var/run/service-account/token" in str(error)  # says what is allowed
+    assert str(subject_file) not in opened
+    assert google.seen == [] and google.issued == {}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "{elsewhere}/subject-token",
+        "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token",
+        "http://169.254.169.254@{elsewhere_host}/metadata/identity/oauth2/token",
+        "http://kubernetes.default.svc/api",
+    ],
+    ids=["unlisted-host", "imds-other-path", "userinfo", "cluster-internal"],
+)
+def test_a_url_source_that_is_not_allowed_is_never_fetched(
+    google: FakeGoogle, elsewhere: FakeGoogle, subject_file: Path, url: str
+) -> None:
+    elsewhere.source_answer = (200, SUBJECT_TOKEN.encode())
+    url = url.format(elsewhere=elsewhere.url, elsewhere_host=elsewhere.address)
+    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url, credential_sources=("azure",))
+
+    error = mint_error(provider, key_secret(external_account(subject_file, credential_source=url_source(url))))
+
+    assert isinstance(error, InvalidSourceSecret)
+    assert "credential_source url" in str(error)
+    assert elsewhere.seen == [] and google.seen == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer eyJ-stolen"},
+        {"Metadata-Flavor": "Google"},
+        {"Metadata": "True", "Host": "kubernetes.default.svc"},
+        {"Metadata": "True\r\nX-Injected: 1"},
+        ["Metadata", "True"],
+    ],
+    ids=["authorization", "gce-metadata-flavor", "host", "crlf", "not-a-mapping"],
+)
+def test_headers_other_than_azure_s_are_refused(
+    google: FakeGoogle, elsewhere: FakeGoogle, subject_file: Path, headers: Any
+) -> None:
+    elsewhere.source_answer = (200, SUBJECT_TOKEN.encode())
+    source_url = f"{elsewhere.url}/subject-token"
+    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url, credential_sources=(source_url,))
+    config = external_account(subject_file, credential_source=url_source(source_url, headers=headers))
+
+    error = mint_error(provider, key_secret(config))
+
+    assert isinstance(error, InvalidSourceSecret)
+    assert "headers" in str(error)
+    assert elsewhere.seen == [] and google.seen == []
+
+
+def test_a_listed_url_source_is_used(google: FakeGoogle, elsewhere: FakeGoogle, subject_file: Path) -> None:
+    elsewhere.source_answer = (200, SUBJECT_TOKEN.encode())
+    source_url = f"{elsewhere.url}/subject-token"
+    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url, credential_sources=(source_url,))
+    config = external_account(subject_file, credential_source=url_source(source_url, headers={"Metadata": "True"}))
+
+    token = provider.mint(key_secret(config))
+
+    assert token.password in google.issued
+    assert elsewhere.paths() == ["GET /subject-token"]
+    assert elsewhere.seen[0].headers["metadata"] == "True"
+
+
+@pytest.mark.parametrize("status", [500, 404, 403])
+def test_a_credential_source_s_body_is_never_repeated(
+    google: FakeGoogle, elsewhere: FakeGoogle, subject_file: Path, status: int
+) -> None:
+    elsewhere.source_answer = (status, f"<html>{MARKER} {SUBJECT_TOKEN}</html>".encode())
+    source_url = f"{elsewhere.url}/subject-token"
+    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url, credential_sources=(source_url,))
+
+    error = mint_error(
+        provider, key_secret(external_account(subject_file, credential_source=url_source(source_url))), MARKER
+    )
+
+    assert (error.reason, error.retryable) == ("GoogleCredentialsMissing", True)
+    assert f"HTTP {status}" in str(error) and elsewhere.address in str(error)
+    assert google.seen == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"error": "invalid_grant", "error_description": f"The audience {MARKER} does not match"}),
+        json.dumps({"error": f"{MARKER} not a code"}),
+        json.dumps({"error": {"code": 400, "message": MARKER, "status": "INVALID_ARGUMENT"}}),
+        f"<html><body>{MARKER}</body></html>",
+        "[" * 50_000,
+    ],
+    ids=["oauth-description", "odd-code", "google-api-message", "html", "deeply-nested"],
+)
+def test_google_s_error_body_is_never_repeated(google: FakeGoogle, subject_file: Path, body: str) -> None:
+    google.sts_error = (400, body.encode())
+
+    error = mint_error(federation(google, subject_file), key_secret(external_account(subject_file)), MARKER)
+
+    nested = body.startswith("[[")  # google-auth's json.loads raises RecursionError: not Google's verdict
+    expected = ("GoogleInvalidResponse", True) if nested else ("GoogleTokenRejected", False)
+    assert (error.reason, error.retryable) == expected
+    assert "HTTP 400" in str(error)
+
+
+def test_a_deeply_nested_subject_token_answer_is_a_sentence(
+    google: FakeGoogle, elsewhere: FakeGoogle, subject_file: Path
+) -> None:
+    elsewhere.source_answer = (200, b"[" * 100_000)
+    source_url = f"{elsewhere.url}/subject-token"
+    provider = GarProvider(gar_spec(), sts_endpoint_override=google.sts_url, credential_sources=(source_url,))
+    source = url_source(source_url, format={"type": "json", "subject_token_field_name": "access_token"})
+
+    error = mint_error(provider, key_secret(external_account(subject_file, credential_source=source)))
+
+    assert (error.reason, error.retryable) == ("GoogleInvalidResponse", True)
+    assert google.seen == []
+
+
+def test_a_documented_aws_configuration_is_used(
+    google: FakeGoogle, subject_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Google's generated aws1 configuration; with keys in the environment google-auth asks no metadata server."""
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret-access-key-do-not-print")
+    config = external_account(
+        subject_file, subject_token_type="urn:ietf:params:aws:token-type:aws4_request", credential_source=AWS_SOURCE
+    )
+
+    error = mint_error(
+        GarProvider(gar_spec(), sts_endpoint_override=google.sts_url), key_secret(config),
+        "example-secret-access-key-do-not-print",
+    )
+
+    assert error.reason == "GoogleTokenRejected"  # accepted, signed and sent to STS, which knows no such token
+    assert google.paths() == ["POST /v1/token"]
+
+
+AWS_SOURCE = {
+    "environment_id": "aws1",
+    "region_url": "http://169.254.169.254/latest/meta-data/placement/availability-zone",
+    "url": "http://169.254.169.254/latest/meta-data/iam/security-credentials",
+    "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+    "imdsv2_session_token_url": "http://169.254.169.254/latest/api/token",
+}
+AWS_TYPE = "urn:ietf:params:aws:token-type:aws4_request"
+AZURE_SOURCE = {
+    "url": "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
+    "&resource=api://AzureADTokenExchange",
+    "headers": {"Metadata": "True"},
+    "format": {"type": "json", "subject_token_field_name": "access_token"},
+}
+JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+
+@pytest.mark.parametrize(
+    ("source", "token_type", "sources", "says"),
+    [
+        (AZURE_SOURCE, JWT_TYPE, None, None),
+        (AWS_SOURCE, AWS_TYPE, None, None),
+        ({**AWS_SOURCE, "region_url": "http://[fd00:ec2::254]/latest/meta-data/placement/availability-zone"},
+         AWS_TYPE, None, None),
+        ({"file": "/var/run/service-account/token"}, JWT_TYPE, None, None),
+        ({"file": "/var/run/tokens/gcp/token"}, JWT_TYPE, ("/var/run/tokens/",), None),
+        (AZURE_SOURCE, JWT_TYPE, ("none",), "not one the operator may fetch (allowed: none;"),
+        (AWS_SOURCE, AWS_TYPE, ("azure",), "may not use (allowed: azure;"),
+        ({"file": "/var/run/service-account/token"}, JWT_TYPE, ("aws",), "not one the operator may read"),
+        ({**AWS_SOURCE, "url": "http://attacker.example/latest/meta-data/iam/security-credentials"}, AWS_TYPE, None,
+         "credential_source url is not the EC2 instance metadata endpoint"),
+        ({**AWS_SOURCE, "regional_cred_verification_url": "https://attacker.example/?{region}"}, AWS_TYPE, None,
+         "regional_cred_verification_url"),
+        ({**AWS_SOURCE, "environment_id": "aws2"}, AWS_TYPE, None, "environment_id"),
+        ({**AWS_SOURCE, "headers": {"Metadata": "True"}}, AWS_TYPE, None, "headers"),
+        ({"file": "/var/run/service-account/token"}, AWS_TYPE, None, "AWS subject token type"),
+        ({"file": "/var/run/service-account/token", "region_url": AWS_SOURCE["region_url"]}, JWT_TYPE, None,
+         "region_url"),
+        ({"file": "/var/run/service-account/token", "url": AZURE_SOURCE["url"]}, JWT_TYPE, None, "exactly one"),
+        ({"file": "/var/run/service-account/token", "format": {"type": "xml"}}, JWT_TYPE, None, "format"),
+        ({"file": "/var/run/service-account/token", "surprise": 1}, JWT_TYPE, None, "surprise"),
+        ({"certificate": {"use_default_certificate_config": True}}, JWT_TYPE, None, "X.509"),
+        ({**AZURE_SOURCE, "url": "https://169.254.169.254/metadata/identity/oauth2/token"}, JWT_TYPE, None,
+         "may fetch"),
+        ({**AZURE_SOURCE, "url": "http://169.254.169.254/metadata/identity/oauth2/token#x"}, JWT_TYPE, None,
+         "plain http(s) URL"),
+        ("file:/etc/passwd", JWT_TYPE, None, "without a credential_source object"),
+    ],
+    ids=[
+        "azure", "aws", "aws-ipv6", "kubernetes-projected-token", "listed-directory", "none", "aws-not-listed",
+        "file-not-listed", "aws-foreign-url", "aws-foreign-verification", "aws2", "aws-headers", "file-aws-type",
+        "file-region-url", "file-and-url", "format", "unknown-field", "certificate", "azure-https", "fragment",
+        "not-a-mapping",
+    ],
+)
+def test_the_allowed_credential_sources(
+    source: Any, token_type: str, sources: tuple[str, ...] | None, says: str | None
+) -> None:
+    refusal = GarProvider(gar_spec(), credential_sources=sources).credential_sources.refusal(source, token_type)
+
+    if says is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and says in refusal
+
+
+def test_the_credential_sources_setting() -> None:
+    from regcred.config import Settings
+    from regcred.providers import provider_for
+
+    assert Settings.from_env({}).google_credential_sources is None
+    settings = Settings.from_env({"REGCRED_GOOGLE_CREDENTIAL_SOURCES": " /var/run/gcp/token, aws ,"})
+    assert settings.google_credential_sources == ("/var/run/gcp/token", "aws")
+    provider = provider_for(gar_spec(), settings)
+    assert isinstance(provider, GarProvider)
+    assert provider.credential_sources.files == ("/var/run/gcp/token",)
+    assert provider.credential_sources.aws and not provider.credential_sources.azure
+
+
+# --- what a key.json may be --------------------------------------------------------------------------------
+
+
+def test_a_huge_key_json_is_a_sentence(google: FakeGoogle, rsa_key: tuple[str, Any]) -> None:
+    """A megabyte of otherwise valid key: refused before it is parsed or used."""
+    info = key_json(rsa_key[0], google.token_uri, padding="x" * 1_000_000)
+
+    error = mint_error(GarProvider(gar_spec()), key_secret(info), rsa_key[0])
+
+    assert isinstance(error, InvalidSourceSecret)
+    assert "at most 65536" in str(error)
+    assert google.seen == []
+
+
+@pytest.mark.parametrize("depth", [20, 1_000, 200_000])
+def test_a_deeply_nested_key_json_is_a_sentence(depth: int) -> None:
+    content = '{"type": "service_account", "x": ' + "[" * depth + "]" * depth + "}"
+    if len(content) > 65536:
+        content = "[" * depth  # over the size bound too: either sentence will do
+
+    error = mint_error(GarProvider(gar_spec()), key_secret(content))
+
+    assert isinstance(error, InvalidSourceSecret)
+    assert "nested deeper" in str(error) or "bytes" in str(error)
+
+
+def test_a_nested_key_under_the_bound_still_works(google: FakeGoogle, rsa_key: tuple[str, Any]) -> None:
+    info = key_json(rsa_key[0], google.token_uri, extra={"a": [[["b"]]], "s": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["})
+
+    token = GarProvider(gar_spec()).mint(key_secret(info))
+
+    assert token.password in google.issued
 
 
 # --- Application Default Credentials ---------------------------------------------------------------------

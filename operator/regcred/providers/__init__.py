@@ -47,5 +47,6 @@ def provider_for(spec: ProviderSpec, settings: Settings) -> Provider:
         from regcred.providers.gar import GarProvider
 
         return GarProvider(spec, iam_endpoint_override=settings.google_iam_endpoint_url,
-                           sts_endpoint_override=settings.google_sts_endpoint_url)
+                           sts_endpoint_override=settings.google_sts_endpoint_url,
+                           credential_sources=settings.google_credential_sources)
     raise SpecError(f"Unknown provider {type(spec).__name__}.")

@@ -17,6 +17,7 @@ import binascii
 import datetime
 import json
 import logging
+import posixpath
 import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
@@ -65,6 +66,42 @@ _EXTERNAL_ACCOUNT_FIELDS = ("audience", "subject_token_type", "token_url")
 _TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error", "internal_failure"})
 _IMPERSONATION_PATH = re.compile(r"/serviceAccounts/(?P<email>[^/:]+):generateAccessToken$")
 _GOOGLE_MESSAGE_LIMIT = 300
+# A service-account key is about 2.4 KB and a federation configuration well under 1 KB.
+MAX_CREDENTIAL_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+# Google's error bodies are read for their error code only, and only this much of them.
+_MAX_ERROR_BODY = 64 * 1024
+_OAUTH_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # RFC 6749 5.2 codes: invalid_grant, ...
+_GOOGLE_STATUS = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")  # google.rpc.Code names: PERMISSION_DENIED, ...
+
+# Where a workload identity federation configuration from a Secret may take its subject token from
+# (REGCRED_GOOGLE_CREDENTIAL_SOURCES replaces the list). Every source reads the operator's own pod or node,
+# so only the sources Google documents for federation are allowed by default:
+#   /var/run/service-account/token: the projected ServiceAccount token of Google's "Workload Identity
+#     Federation with Kubernetes" guide (EKS, AKS, any cluster with an OIDC issuer), mounted only if the
+#     chart's user mounts it;
+#   azure: Azure's instance metadata token endpoint (http://169.254.169.254/metadata/identity/oauth2/token,
+#     header Metadata: True), Google's "federation with Azure" configuration;
+#   aws: environment_id aws1 with the EC2 instance metadata endpoints (169.254.169.254 or fd00:ec2::254),
+#     Google's "federation with AWS" configuration.
+# An entry starting with "/" allows that file (or, ending in "/", the files below it); one starting with
+# http:// or https:// allows URLs on that scheme, host and port under that path; "none" allows nothing.
+DEFAULT_CREDENTIAL_SOURCES = ("/var/run/service-account/token", "azure", "aws")
+# Never, whatever the setting: the operator's own API credentials.
+_NEVER_READ = ("/var/run/secrets/kubernetes.io/", "/run/secrets/kubernetes.io/", "/proc/", "/sys/", "/dev/")
+_AZURE_IMDS_HOST = "169.254.169.254"
+_AZURE_IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"  # noqa: S105 -- a URL path
+_AWS_IMDS_HOSTS = ("169.254.169.254", "[fd00:ec2::254]")
+_AWS_IMDS_PATHS = {
+    "url": "/latest/meta-data/iam/security-credentials",
+    "region_url": "/latest/meta-data/placement/availability-zone",
+    "imdsv2_session_token_url": "/latest/api/token",
+}
+_AWS_VERIFICATION_URL = "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"
+_SOURCE_KEYS = frozenset({
+    "file", "url", "headers", "format", "environment_id", "region_url", "regional_cred_verification_url",
+    "imdsv2_session_token_url",
+})
 
 
 class _Identity(NamedTuple):
@@ -72,6 +109,8 @@ class _Identity(NamedTuple):
 
     who: str
     if_rejected: str
+    # Hosts (netloc) a subject token is fetched from, to tell the credential source's answers from Google's.
+    source_hosts: frozenset[str] = frozenset()
 
 
 def _utcnow() -> datetime.datetime:
@@ -91,6 +130,7 @@ class GarProvider:
         sts_endpoint_override: str | None = None,
         request: google.auth.transport.Request | None = None,
         clock: Callable[[], datetime.datetime] = _utcnow,
+        credential_sources: Iterable[str] | None = None,
     ) -> None:
         """
         ``iam_endpoint_override``: base URL of the IAM Credentials API (default
@@ -99,12 +139,17 @@ class GarProvider:
         replaces every external-account configuration's ``token_url``. Both for private or regional endpoints
         and for tests; a service-account key names its own token endpoint (``token_uri``).
         ``request``: the google-auth HTTP transport (default: ``requests``).
+        ``credential_sources``: where a federation configuration may take its subject token from
+        (REGCRED_GOOGLE_CREDENTIAL_SOURCES; default :data:`DEFAULT_CREDENTIAL_SOURCES`).
         """
         self.spec = spec
         self.iam_endpoint_override = iam_endpoint_override.rstrip("/") if iam_endpoint_override else None
         self.sts_endpoint_override = sts_endpoint_override
         self._request = request
         self._clock = clock
+        self.credential_sources = _SourcePolicy(
+            DEFAULT_CREDENTIAL_SOURCES if credential_sources is None else tuple(credential_sources)
+        )
 
     def expiry_notice(self, expires_at: datetime.datetime | None, now: datetime.datetime) -> str | None:
         return None  # nothing a person must do about it
@@ -134,6 +179,17 @@ class GarProvider:
             credentials.refresh(transport)  # type: ignore[no-untyped-call]
         except google.auth.exceptions.GoogleAuthError as error:
             raise _refresh_error(error, transport, identity, target, secrets) from None
+        except RecursionError:
+            # google-auth parses answers (a credential source's, Google's) with json.loads and catches ValueError
+            # only: an answer nested thousands deep must still end as a sentence.
+            host = urllib.parse.urlsplit(transport.last_url or "").netloc or "a credential source"
+            status = f"HTTP {transport.last_status}, " if transport.last_status is not None else ""
+            raise ProviderError(
+                f"{host} answered {identity.who} with JSON nested too deeply to read ({status}no details); the "
+                "operator will retry.",
+                reason=REASON_INVALID_RESPONSE,
+                retryable=True,
+            ) from None
 
         access_token = credentials.token
         if not isinstance(access_token, str) or not access_token:
@@ -210,11 +266,14 @@ class GarProvider:
                 "with `gcloud iam workload-identity-pools create-cred-config`."
             )
         source = info.get("credential_source")
-        if isinstance(source, Mapping) and source.get("executable") is not None:
-            raise InvalidSourceSecret(
-                f"Secret {ref} holds an external-account configuration with an executable credential source; "
-                "the operator does not run programs named in a Secret. Use a file or URL credential source."
-            )
+        refusal = self.credential_sources.refusal(source, info.get("subject_token_type"))
+        if refusal is not None:
+            raise InvalidSourceSecret(f"Secret {ref} holds an external-account configuration {refusal}")
+        source_urls = [
+            str(source[field])
+            for field in ("url", "region_url", "imdsv2_session_token_url")
+            if isinstance(source, Mapping) and isinstance(source.get(field), str)
+        ]
         info = dict(info)
         if self.sts_endpoint_override is not None:
             info["token_url"] = self.sts_endpoint_override
@@ -246,6 +305,7 @@ class GarProvider:
             f"the workload identity federation configuration in Secret {ref} (audience {audience})",
             "check that the subject token's issuer, audience and attributes match the pool provider's "
             "configuration and conditions",
+            frozenset(urllib.parse.urlsplit(url).netloc for url in source_urls),
         )
 
     def _iam_url(self, email: str) -> str | None:
@@ -263,9 +323,19 @@ def _read_credential_json(read_secret: SecretReader, ref: SecretRef) -> dict[str
             f"Secret {ref} has no {key} (or it is empty); the gar provider needs a Google service-account key or "
             "an external-account configuration (JSON) under that key (spec.provider.gar.credentialsSecretRef.key)."
         )
+    if len(raw) > MAX_CREDENTIAL_BYTES:
+        raise InvalidSourceSecret(
+            f"Secret {ref} has a {key} of {len(raw)} bytes; a Google service-account key or external-account "
+            f"configuration is a few kilobytes, and the operator reads at most {MAX_CREDENTIAL_BYTES}."
+        )
+    if _json_depth(raw) > MAX_JSON_DEPTH:
+        raise InvalidSourceSecret(
+            f"Secret {ref} has a {key} nested deeper than {MAX_JSON_DEPTH} levels; it must hold a Google "
+            "service-account key or an external-account configuration as downloaded from Google Cloud."
+        )
     try:
         info = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidSourceSecret(
             f"Secret {ref} has a {key} that is not JSON; it must hold a Google service-account key or an "
             "external-account configuration as downloaded from Google Cloud."
@@ -273,6 +343,173 @@ def _read_credential_json(read_secret: SecretReader, ref: SecretRef) -> dict[str
     if not isinstance(info, dict):
         raise InvalidSourceSecret(f"Secret {ref} has a {key} that is JSON but not an object with a \"type\".")
     return info
+
+
+def _json_depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in a JSON text (outside strings), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+class _SourcePolicy:
+    """Which ``credential_source`` of a federation configuration may be used (see DEFAULT_CREDENTIAL_SOURCES)."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        entries = [entry.strip() for entry in entries if entry.strip()]
+        self.files = tuple(entry for entry in entries if entry.startswith("/"))
+        self.urls = tuple(
+            urllib.parse.urlsplit(entry) for entry in entries if entry.lower().startswith(("http://", "https://"))
+        )
+        self.azure = "azure" in entries
+        self.aws = "aws" in entries
+        self.described = ", ".join(entries) if entries and entries != ["none"] else "none"
+
+    def refusal(self, source: object, subject_token_type: object) -> str | None:
+        """Why the configuration's credential source may not be used (the end of a sentence), or None."""
+        allowed = f"(allowed: {self.described}; REGCRED_GOOGLE_CREDENTIAL_SOURCES sets the list)."
+        if not isinstance(source, Mapping):
+            return (
+                "without a credential_source object; generate it with "
+                "`gcloud iam workload-identity-pools create-cred-config`."
+            )
+        if source.get("executable") is not None:
+            return (
+                "with an executable credential source; the operator does not run programs named in a Secret. "
+                "Use a file or URL credential source."
+            )
+        if source.get("certificate") is not None:
+            return "with an X.509 certificate credential source, which the operator does not support."
+        unknown = sorted(str(key)[:40] for key in source if key not in _SOURCE_KEYS)
+        if unknown:
+            return f"whose credential_source has fields the operator does not know: {', '.join(unknown)}."
+        if source.get("environment_id") is not None:
+            kinds = ["environment_id"] if source.get("file") is None else ["file", "environment_id"]
+        else:
+            kinds = [kind for kind in ("file", "url") if source.get(kind) is not None]
+        if len(kinds) != 1:
+            return "whose credential_source does not name exactly one of file, url or environment_id."
+        fmt = source.get("format", {})
+        if not isinstance(fmt, Mapping) or fmt.get("type", "text") not in ("text", "json") or not all(
+            isinstance(fmt.get(name, ""), str) for name in ("type", "subject_token_field_name")
+        ):
+            return "whose credential_source format is not {\"type\": \"text\"} or {\"type\": \"json\", ...}."
+        if kinds == ["environment_id"]:
+            return self._aws_refusal(source, subject_token_type, allowed)
+        if subject_token_type == _AWS_SUBJECT_TOKEN_TYPE:
+            return "with the AWS subject token type but no environment_id \"aws1\"."
+        for field in ("region_url", "regional_cred_verification_url", "imdsv2_session_token_url"):
+            if field in source:
+                return f"whose credential_source has {field}, which only an AWS (environment_id aws1) source takes."
+        if kinds == ["file"]:
+            if "headers" in source:
+                return "whose credential_source file has headers, which only a URL source takes."
+            return self._file_refusal(source["file"], allowed)
+        return self._url_refusal(source["url"], source.get("headers"), allowed)
+
+    def _file_refusal(self, path: object, allowed: str) -> str | None:
+        if (
+            not isinstance(path, str)
+            or not path.startswith("/")
+            or posixpath.normpath(path) != path
+            or any(ord(char) < 0x20 for char in path)
+        ):
+            return "whose credential_source file is not an absolute, normalised path."
+        if path.startswith(_NEVER_READ):
+            return (
+                "whose credential_source file is the operator's own Kubernetes API credentials or a kernel file; "
+                "the operator never reads or sends those."
+            )
+        if any(path == entry or (entry.endswith("/") and path.startswith(entry)) for entry in self.files):
+            return None
+        return f"whose credential_source file is not one the operator may read {allowed}"
+
+    def _url_refusal(self, url: object, headers: object, allowed: str) -> str | None:
+        parts = _safe_url(url)
+        if parts is None:
+            return "whose credential_source url is not a plain http(s) URL."
+        if headers is not None and not _only_azure_header(headers):
+            return (
+                "whose credential_source headers are not Azure's \"Metadata\": \"True\"; the operator sends no "
+                "other header to a credential source."
+            )
+        if (
+            self.azure
+            and parts.scheme == "http"
+            and parts.netloc == _AZURE_IMDS_HOST
+            and parts.path == _AZURE_IMDS_TOKEN_PATH
+        ):
+            return None
+        for entry in self.urls:
+            base = entry.path if entry.path.endswith("/") else entry.path + "/"
+            if (
+                (parts.scheme, parts.netloc) == (entry.scheme.lower(), entry.netloc.lower())
+                and (parts.path == entry.path or parts.path.startswith(base))
+            ):
+                return None
+        return f"whose credential_source url is not one the operator may fetch {allowed}"
+
+    def _aws_refusal(self, source: Mapping[str, Any], subject_token_type: object, allowed: str) -> str | None:
+        if source.get("environment_id") != "aws1" or subject_token_type != _AWS_SUBJECT_TOKEN_TYPE:
+            return (
+                "whose credential_source environment_id is not \"aws1\" with the AWS subject token type "
+                f"{_AWS_SUBJECT_TOKEN_TYPE}."
+            )
+        if not self.aws:
+            return f"with an AWS credential source, which the operator may not use {allowed}"
+        if "headers" in source:
+            return "whose AWS credential_source has headers, which it does not take."
+        if source.get("regional_cred_verification_url") != _AWS_VERIFICATION_URL:
+            return f"whose regional_cred_verification_url is not AWS's {_AWS_VERIFICATION_URL}."
+        for field, path in _AWS_IMDS_PATHS.items():
+            if source.get(field) is None:
+                continue
+            parts = _safe_url(source[field])
+            if (
+                parts is None
+                or parts.scheme != "http"
+                or parts.netloc not in _AWS_IMDS_HOSTS
+                or parts.path.rstrip("/") != path
+                or parts.query
+            ):
+                return f"whose credential_source {field} is not the EC2 instance metadata endpoint http://169.254.169.254{path}."
+        return None
+
+
+def _only_azure_header(headers: object) -> bool:
+    return isinstance(headers, Mapping) and all(
+        isinstance(name, str) and name.lower() == "metadata" and isinstance(value, str) and value.lower() == "true"
+        for name, value in headers.items()
+    )
+
+
+def _safe_url(url: object) -> urllib.parse.SplitResult | None:
+    """The parts of an http(s) URL without user information, fragment, backslash or control characters."""
+    if not isinstance(url, str) or len(url) > 2048 or any(ord(char) <= 0x20 or char == "\\" for char in url):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises on a malformed port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc or parts.fragment:
+        return None
+    return parts._replace(netloc=parts.netloc.lower())
 
 
 def _service_account(
@@ -407,16 +644,27 @@ def _refresh_error(
     target: str | None,
     secrets: Iterable[str],
 ) -> ProviderError:
+    """What went wrong, in a sentence with the HTTP status and at most an error code: never a response body
+    (Google's or a credential source's), which may echo a token, a claim, or whatever a source answered."""
     status = transport.last_status
     url = transport.last_url or ""
     host = urllib.parse.urlsplit(url).netloc or "Google"
-    code, google_says = _google_says(error, secrets)
+    code, google_says = _google_says(error, status)
     at_iam = target is not None and url.endswith(":generateAccessToken")
 
     if transport.calls == 0:
-        # Nothing was sent: google-auth could not even read its subject token (a federation token file).
+        # Nothing was sent: google-auth could not even read its subject token (a federation token file). This
+        # text is google-auth's own (a path the configuration names), never a file's content.
         return ProviderError(
-            f"The Google credential of {identity.who} cannot be used ({google_says}).",
+            f"The Google credential of {identity.who} cannot be used ({_scrub(_first_line(error), secrets)}).",
+            reason=REASON_CREDENTIALS_MISSING,
+            retryable=True,
+        )
+    if host in identity.source_hosts:
+        what = "could not be reached" if status is None else f"answered HTTP {status}"
+        return ProviderError(
+            f"The credential source at {host} of {identity.who} {what} ({google_says}), so there is no subject "
+            "token to exchange; the operator will retry.",
             reason=REASON_CREDENTIALS_MISSING,
             retryable=True,
         )
@@ -429,7 +677,7 @@ def _refresh_error(
         )
     if status in (408, 429) or status >= 500 or code in _TRANSIENT_OAUTH_ERRORS:
         return ProviderError(
-            f"Google at {host} is throttling or failing (HTTP {status}: {google_says}); the operator will retry.",
+            f"Google at {host} is throttling or failing ({google_says}); the operator will retry.",
             reason=REASON_UNAVAILABLE,
             retryable=True,
         )
@@ -441,7 +689,7 @@ def _refresh_error(
         )
     if at_iam and status in (403, 404):
         return ProviderError(
-            f"Google denied {identity.who} impersonating {target} (HTTP {status}: {google_says}): the source identity "
+            f"Google denied {identity.who} impersonating {target} ({google_says}): the source identity "
             f"needs roles/iam.serviceAccountTokenCreator on {target}, and {target} must exist and be enabled "
             "in a project with the IAM Service Account Credentials API enabled.",
             reason=REASON_IMPERSONATION_DENIED,
@@ -449,51 +697,51 @@ def _refresh_error(
         )
     if at_iam and status != 401:
         return ProviderError(
-            f"Google refused to mint a token for {target} as {identity.who} (HTTP {status}: {google_says}); check "
+            f"Google refused to mint a token for {target} as {identity.who} ({google_says}); check "
             "spec.provider.gar.impersonateServiceAccount.",
             reason=REASON_IMPERSONATION_FAILED,
             retryable=False,
         )
     return ProviderError(
-        f"Google rejected {identity.who} (HTTP {status}: {google_says}); {identity.if_rejected}.",
+        f"Google rejected {identity.who} ({google_says}); {identity.if_rejected}.",
         reason=REASON_TOKEN_REJECTED,
         retryable=False,
     )
 
 
-def _google_says(error: google.auth.exceptions.GoogleAuthError, secrets: Iterable[str]) -> tuple[str | None, str]:
-    """The OAuth error code (if any) and a short, scrubbed account of what Google said."""
+def _google_says(error: google.auth.exceptions.GoogleAuthError, status: int | None) -> tuple[str | None, str]:
+    """The OAuth error code (if any) and what may be said of the answer: the HTTP status and an error code
+    (``invalid_grant``, ``PERMISSION_DENIED``) when the body holds one of that shape, nothing else from it."""
     code: str | None = None
-    text: str | None = None
-    for data in error.args[1:]:
+    label: str | None = None
+    for data in error.args:
         if isinstance(data, bytes):
-            data = data.decode("utf-8", "replace")
+            data = data[:_MAX_ERROR_BODY].decode("utf-8", "replace")
         if isinstance(data, str):
+            if len(data) > _MAX_ERROR_BODY or _json_depth(data.encode()) > MAX_JSON_DEPTH:
+                continue
             try:
                 data = json.loads(data)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
         if not isinstance(data, Mapping):
             continue
         detail = data.get("error")
         if isinstance(detail, Mapping):  # Google API style: {"error": {"code", "message", "status"}}
-            text = str(detail.get("message") or detail.get("status") or "")
-        elif isinstance(detail, str):  # OAuth style: {"error", "error_description"}
-            code = detail
-            description = data.get("error_description")
-            text = f"{detail}: {description}" if description else detail
-        if text:
+            value = detail.get("status")
+            if isinstance(value, str) and _GOOGLE_STATUS.match(value):
+                label = value
+        elif isinstance(detail, str) and _OAUTH_CODE.match(detail):  # OAuth style: {"error", "error_description"}
+            code = label = detail
+        if label:
             break
-    if not text:
+    if status is None:
         first = error.args[0] if error.args else None
         # A wrapped exception (a transport failure): its type says enough, its text is a long urllib3 story.
-        if isinstance(first, BaseException):
-            while isinstance(first, google.auth.exceptions.GoogleAuthError) and first.args:
-                first = first.args[0]
-            text = type(first).__name__ if isinstance(first, BaseException) else str(first)
-        else:
-            text = _first_line(error)
-    return code, _scrub(text, secrets)
+        while isinstance(first, google.auth.exceptions.GoogleAuthError) and first.args:
+            first = first.args[0]
+        return code, type(first).__name__ if isinstance(first, BaseException) else "no answer"
+    return code, f"HTTP {status}: {label}" if label else f"HTTP {status}"
 
 
 def _scrub(text: str, secrets: Iterable[str]) -> str:

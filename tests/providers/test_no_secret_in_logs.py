@@ -13,7 +13,7 @@ import base64
 import json
 import logging
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -28,6 +28,7 @@ from regcred.providers.base import SourceSecretNotFound, Token
 from regcred.providers.ecr import EcrProvider
 from regcred.providers.gar import GarProvider
 from regcred.providers.ghcr import GhcrProvider
+from tests.log_scan import assert_nothing_printed
 from tests.providers.github_server import FakeGitHub, Pat, serve
 from tests.providers.google_server import FakeGoogle, new_rsa_key, running
 
@@ -51,68 +52,6 @@ def reader(secrets: Mapping[tuple[str, str], Mapping[str, bytes]]) -> Any:
             raise SourceSecretNotFound(f"Secret {namespace}/{name} does not exist.") from None
 
     return read_secret
-
-
-def base64_forms(secret: str) -> set[str]:
-    """How ``secret`` looks inside any base64 text: the part of its encoding that does not depend on what
-    comes before or after it, for each of the three alignments, in the standard and URL-safe alphabets."""
-    raw = secret.encode()
-    forms = set()
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
-        core = encoded[(offset * 4 + 2) // 3 : len(encoded) - 2]
-        if len(core) >= 8:
-            forms.update({core, core.translate(str.maketrans("+/", "-_"))})
-    return forms
-
-
-def needles(secrets: Mapping[str, str]) -> dict[str, str]:
-    """What may not appear, and a name for each: the secret, each long line of it, their base64 forms."""
-    found: dict[str, str] = {}
-    for name, secret in secrets.items():
-        found[secret] = name
-        for line in secret.splitlines():
-            if len(line) >= 16 and not line.startswith("-----"):
-                found.setdefault(line, f"{name} (a line)")
-        for form in base64_forms(secret):
-            found.setdefault(form, f"base64 of {name}")
-    return found
-
-
-@pytest.fixture
-def debug_logging(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Logging as `regcred run --debug` configures it, put back afterwards; caplog catches DEBUG on the root."""
-    root = logging.getLogger()
-    saved_level, saved_handlers = root.level, list(root.handlers)
-    saved = {name: logging.getLogger(name).level for name in (*logs.QUIET_LOGGERS, "asyncio")}
-    saved_filters = {handler: list(handler.filters) for handler in root.handlers}
-    caplog.set_level(logging.DEBUG)
-    logs.configure(debug=True)
-    caplog.set_level(logging.DEBUG)  # whatever configure did to the root, caplog still sees everything
-    try:
-        yield caplog
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        for handler, filters in saved_filters.items():
-            handler.filters[:] = filters
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
-        logging.getLogger("asyncio").propagate = True
-
-
-def assert_nothing_printed(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
-                           secrets: Mapping[str, str]) -> None:
-    captured = capsys.readouterr()
-    texts = [captured.out, captured.err]
-    for record in caplog.records:
-        if record.name.split(".")[0] in SERVER_SIDE:
-            continue
-        texts.append(f"{record.name} {record.getMessage()} {record.__dict__!r}")
-    text = "\n".join(texts)
-    assert caplog.records, "nothing was logged: the scan would prove nothing"
-    leaks = sorted({name for needle, name in needles(secrets).items() if needle in text})
-    assert not leaks, f"printed or logged at --debug: {leaks}"
 
 
 def token_secrets(token: Token, name: str) -> dict[str, str]:
@@ -142,7 +81,7 @@ def test_ecr_with_keys_from_a_secret_and_an_assumed_role_logs_no_secret(
 
     assert token.hosts == (f"{ROLE_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",)  # minted with the role's keys
     assumed = sts_backends[ROLE_ACCOUNT]["aws"].assumed_roles[-1]
-    assert_nothing_printed(debug_logging, capsys, {
+    assert_nothing_printed(debug_logging, capsys, server_side=SERVER_SIDE, secrets={
         "the Secret's secret access key": AWS_SECRET,
         "the Secret's session token": AWS_SESSION,
         "the role's secret access key": assumed.secret_access_key,
@@ -185,7 +124,7 @@ def test_ghcr_pat_and_app_log_no_secret(debug_logging: pytest.LogCaptureFixture,
     assert app_token.password == github.issued[-1]
     jwts = [r.headers["authorization"].removeprefix("Bearer ") for r in github.requests if r.method == "POST"]
     assert jwts
-    assert_nothing_printed(debug_logging, capsys, {
+    assert_nothing_printed(debug_logging, capsys, server_side=SERVER_SIDE, secrets={
         "the PAT": PAT,
         "the App's private key": pem,
         **{f"the App JWT #{i}": jwt for i, jwt in enumerate(jwts)},
@@ -216,7 +155,7 @@ def test_gar_service_account_key_logs_no_secret(debug_logging: pytest.LogCapture
 
     assert token.password
     assert [a for a in assertions if a]
-    assert_nothing_printed(debug_logging, capsys, {
+    assert_nothing_printed(debug_logging, capsys, server_side=SERVER_SIDE, secrets={
         "the service account's private key": private_key,
         **{f"the JWT assertion #{i}": a for i, a in enumerate(assertions) if a},
         **{f"the JWT assertion #{i} signature": a.rsplit(".", 1)[1] for i, a in enumerate(assertions) if a},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,30 @@ def clean_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-such-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def debug_logging(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Logging as `regcred run --debug` configures it, put back afterwards; caplog catches DEBUG on the root."""
+    from regcred import logs  # imports kopf: only for the tests that use this
+
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    saved = {name: logging.getLogger(name).level for name in (*logs.QUIET_LOGGERS, "asyncio")}
+    saved_filters = {handler: list(handler.filters) for handler in root.handlers}
+    caplog.set_level(logging.DEBUG)
+    logs.configure(debug=True)
+    caplog.set_level(logging.DEBUG)  # whatever configure did to the root, caplog still sees everything
+    try:
+        yield caplog
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        for handler, filters in saved_filters.items():
+            handler.filters[:] = filters
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+        logging.getLogger("asyncio").propagate = True
 
 
 # -- The real control plane (tests/control_plane.py) ------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from regcred.doctor import add_arguments, remediation_record, run_doctor, run_from_args
+from regcred.doctor import add_arguments, printable, remediation_record, run_doctor, run_from_args
 from regcred.fanout import EXPIRATION_ANNOTATION, format_time
 from regcred.imageref import ImageRef
 from regcred.kube import MERGE_PATCH, KubeApi, KubeError
@@ -389,3 +389,80 @@ def test_unreadable_credentials_are_said_to_be_unknown(kube: KubeApi, prober: Pr
     assert code == 1
     assert report["verdict"]["action"] == "ignore"
     assert report["verdict"]["why"].startswith("The RegistryCredentials cannot be listed (403 Forbidden)")
+
+
+# -- hostile text --------------------------------------------------------------------------------------------
+
+HOSTILE = (
+    "\x1b[2J\x1b[H\x1b[31mfailed\x1b[0m to pull: 401 Unauthorized"  # clear the screen, home, colours
+    "\x1b]0;owned title\x07"  # OSC: the window title
+    "\x1b]8;;https://evil.example/\x1b\\click\x1b]8;;\x1b\\"  # OSC 8: a hyperlink
+    "\rOVERWRITTEN\x08\x08\x7f\x9b2J\x9d0;c1 title\x9c\x00\x0b\x0c"  # CR, backspaces, DEL, C1 CSI/OSC, NUL, VT, FF
+    "\n  ✓ probe:         forged line\t\u202eevil"  # a forged report line, a tab, a bidi override
+)
+CONTROLS = {chr(c) for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))} | {"\u202e"}
+
+
+class HostileRegistry(Prober):
+    """A registry whose every answer is hostile text; records nothing, reaches nothing."""
+
+    def probe(self, image: ImageRef | str, credentials: Credentials | None = None) -> ProbeResult:
+        return ProbeResult(Verdict.UNREACHABLE, None, "registry says: " + HOSTILE)  # shown as "cannot tell: ..."
+
+
+def test_hostile_kubelet_and_registry_text_is_shown_without_control_characters(kube: KubeApi) -> None:
+    image = "registry.example.com/shop/web:v1"
+    create_pod(kube, "hostile", image)
+    set_waiting(kube, "hostile", image, "ErrImagePull", HOSTILE)
+    create_pod(kube, "hostile-events", image)
+    set_waiting(kube, "hostile-events", image, "ImagePullBackOff", f'Back-off pulling image "{image}"')
+    post_event(kube, "hostile-events", f'Failed to pull image "{image}": {HOSTILE}', 30)
+
+    text_out, json_out = io.StringIO(), io.StringIO()
+    code = run_doctor(NS, None, "text", kube=kube, prober=HostileRegistry(), out=text_out, now=NOW)
+    assert run_doctor(NS, None, "json", kube=kube, prober=HostileRegistry(), out=json_out, now=NOW) == code == 1
+    text, raw = text_out.getvalue(), json_out.getvalue()
+
+    # The text: one line per finding, nothing a terminal would act on; the words are still there.
+    assert not CONTROLS - {"\n"} & set(text), [c for c in text if c in CONTROLS - {"\n"}]
+    assert "failed to pull: 401 Unauthorized" in text and "cannot tell: registry says: failed to pull" in text
+    assert "owned title" not in text and "evil.example" not in text and "c1 title" not in text
+    assert not [line for line in text.splitlines() if line.startswith("  ✓ probe:")]
+    assert text.count("forged line") == text.count("failed to pull: 401")  # on the message's own line
+    # The JSON: escaped by json, and the decoded strings carry no escape sequence either (newlines may stay).
+    assert not CONTROLS - {"\n"} & set(raw)
+    reports = json.loads(raw)
+    assert {r["pod"] for r in reports} == {"hostile", "hostile-events"}
+
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    decoded = "".join(strings(reports))
+    assert not CONTROLS - {"\n", "\t"} & set(decoded), [c for c in decoded if c in CONTROLS - {"\n", "\t"}]
+    assert "owned title" not in decoded and "evil.example" not in decoded
+    assert all("failed to pull: 401 Unauthorized" in r["kubelet"]["message"] for r in reports)
+    assert all(r["probe"]["detail"].startswith("registry says: failed to pull") for r in reports)
+
+
+@pytest.mark.parametrize(("raw", "one_line", "multi_line"), [
+    ("a\x1b[1;31mred\x1b[0m b", "ared b", "ared b"),
+    ("x\x1b]0;title\x07y", "xy", "xy"),
+    ("x\x1b]8;;http://e/\x1b\\link\x1b]8;;\x1b\\y", "xlinky", "xlinky"),
+    ("cut at\x1b[3", "cut at", "cut at"),  # a sequence cut short, as a truncated message ends
+    ("lone\x1b", "lone", "lone"),
+    ("c1\x9b2J\x9d0;t\x9cend\x85", "c1end ", "c1end"),
+    ("over\rwrite\x08\x7f\x00", "over write", "overwrite"),
+    ("two\nlines\tand tab", "two lines and tab", "two\nlines\tand tab"),
+    ("\u202eevil\u2066", "evil", "evil"),
+    ("“quoted” ✓ ✗ é 日本", "“quoted” ✓ ✗ é 日本", "“quoted” ✓ ✗ é 日本"),
+], ids=["csi", "osc-bel", "osc8-st", "cut", "lone-esc", "c1", "cr-bs-del-nul", "newline-tab", "bidi", "unicode"])
+def test_printable(raw: str, one_line: str, multi_line: str) -> None:
+    assert printable(raw) == one_line
+    assert printable(raw, one_line=False) == multi_line

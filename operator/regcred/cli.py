@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         import kopf
 
         import regcred.handlers  # noqa: F401 - registers the handlers
+        from regcred import logs
         from regcred.config import Settings
 
-        kopf.configure(verbose=args.verbose, debug=args.debug)
+        logs.configure(verbose=args.verbose, debug=args.debug)  # kopf's, with the HTTP libraries held at INFO
         namespaces = Settings.from_env().watch_namespaces
         kopf.run(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=args.liveness)
         return 0

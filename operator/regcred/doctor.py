@@ -35,6 +35,7 @@ import datetime
 import functools
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
@@ -78,6 +79,43 @@ DOCKERCFG_TYPE = "kubernetes.io/dockercfg"
 DOCKERCFG_KEY = ".dockercfg"
 PULL_SECRET_TYPES = (dc.SECRET_TYPE, DOCKERCFG_TYPE)
 _MESSAGE_SHOWN = 300
+
+# Terminal escape sequences, whole: CSI (ESC [ or 8-bit CSI, parameters, intermediates, final byte); OSC, DCS,
+# SOS, PM and APC strings up to their terminator (BEL or ST) or, unterminated, the next ESC or the end; any
+# other ESC sequence (intermediates and a final byte).
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
+)
+# What is left of C0 (but tab and newline), DEL, C1, and the bidirectional overrides that reorder what is shown.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKS = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]+")
+
+
+def printable(text: str, *, one_line: bool = True) -> str:
+    """``text`` from a tenant, a kubelet or a registry, safe to show on a terminal.
+
+    Escape sequences are removed whole, then every other control character; with ``one_line`` line breaks
+    and tabs become a space (a message cannot forge a line of the report), otherwise tab and newline stay.
+    """
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    if one_line:
+        text = _LINE_BREAKS.sub(" ", text)
+    return _CONTROL.sub("", text)
+
+
+def printable_json(value: Any) -> Any:
+    """``value`` (a report's JSON) with :func:`printable` applied to every string, keeping tabs and newlines."""
+    if isinstance(value, str):
+        return printable(value, one_line=False)
+    if isinstance(value, dict):
+        return {printable_json(k): printable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_json(v) for v in value]
+    return value
+
+
 EXIT_HEALTHY, EXIT_STUCK, EXIT_ERROR = 0, 1, 2
 MAX_RECORD = 16_384  # characters of a tenant-writable `regcred.dev/remediated` annotation that are parsed
 MAX_FIELD = 64  # characters kept of each field read from it
@@ -762,7 +800,7 @@ def steps(report: ContainerReport, now: datetime.datetime) -> list[tuple[str, st
         nuance = ", ambiguous: missing and private look alike" if verdict.ambiguous else ""
         evidence = f" ({verdict.evidence})" if verdict.evidence else ""
         mark = WARN if verdict.category is Category.UNKNOWN or verdict.ambiguous else BAD
-        message = report.scrubbed(report.kubelet.message)
+        message = printable(report.scrubbed(report.kubelet.message))  # before cutting: no half sequence
         shown = message if len(message) <= _MESSAGE_SHOWN else message[: _MESSAGE_SHOWN - 1] + "…"
         lines.append((mark, "kubelet", f"{verdict.category}{nuance}{evidence}, from the {report.kubelet.source}"))
         lines.append(("", "", f"“{shown}”"))
@@ -860,15 +898,17 @@ def _secret_line(check: SecretCheck, report: ContainerReport, now: datetime.date
 
 
 def render_text(reports: Sequence[ContainerReport], out: TextIO, now: datetime.datetime) -> None:
+    """The report for people; every line goes through :func:`printable` (kubelet, registry and tenant text)."""
     for index, report in enumerate(reports):
         if index:
             out.write("\n")
-        out.write(f"Pod {report.namespace}/{report.pod}, container {report.container}: {report.kubelet.reason}\n")
+        header = f"Pod {report.namespace}/{report.pod}, container {report.container}: {report.kubelet.reason}"
+        out.write(printable(header) + "\n")
         for mark, step, finding in steps(report, now):
             if not mark:
-                out.write(f"{'':<19}{finding}\n")
+                out.write(printable(f"{'':<19}{finding}") + "\n")
             else:
-                out.write(f"  {mark} {step + ':':<14} {finding}\n")
+                out.write(printable(f"  {mark} {step + ':':<14} {finding}") + "\n")
     pods = len({(r.namespace, r.pod) for r in reports})
     out.write(f"\n{len(reports)} container{'s' if len(reports) != 1 else ''} in {pods} pod{'s' if pods != 1 else ''} "
               "stuck pulling.\n")
@@ -948,28 +988,29 @@ def run_doctor(
         try:
             kube = KubeApi(load_api_client())
         except (kubernetes.config.ConfigException, OSError, ValueError) as error:
-            err.write(f"regcred doctor: cannot load a kubeconfig: {error}\n")
+            err.write(printable(f"regcred doctor: cannot load a kubeconfig: {error}") + "\n")
             return EXIT_ERROR
     doctor = Doctor(kube, prober or Prober(), now)
     try:
         pods = doctor.find_pods(namespace, pod)
         reports = [report for found in pods for report in doctor.diagnose(found)]
     except PodNotFound as error:
-        err.write(f"regcred doctor: {error}\n")
+        err.write(printable(f"regcred doctor: {error}") + "\n")
         return EXIT_ERROR
     except KubeError as error:
-        err.write(f"regcred doctor: the Kubernetes API answered {error}\n")
+        err.write(printable(f"regcred doctor: the Kubernetes API answered {error}") + "\n")
         return EXIT_ERROR
 
     if output == "json":
-        out.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
+        # json.dumps escapes control characters anyway; printable_json keeps them out of the decoded text too.
+        out.write(json.dumps(printable_json([r.to_json() for r in reports]), indent=2) + "\n")
     elif reports:
         render_text(reports, out, now)
     elif pod is not None:
         found = pods[0]
         phase = (found.get("status") or {}).get("phase") or "unknown"
         where = (found.get("metadata") or {}).get("namespace", namespace)
-        out.write(f"Pod {where}/{pod} is not stuck pulling an image (phase {phase}).\n")
+        out.write(printable(f"Pod {where}/{pod} is not stuck pulling an image (phase {phase}).") + "\n")
     else:
         scope = f"namespace {namespace}" if namespace else "any namespace"
         out.write(f"No pod in {scope} is stuck pulling an image. ✓\n")

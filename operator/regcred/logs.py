@@ -1,0 +1,67 @@
+"""The one place where `regcred run` (and anything else running the operator) sets up logging.
+
+kopf's ``configure(verbose=..., debug=...)`` puts the root logger at DEBUG, and at DEBUG the HTTP and
+cloud libraries log whole requests and responses: botocore the ECR authorization token and STS's secret
+keys and session tokens, urllib3 and requests the URLs, google-auth the token endpoint's answers, the
+Kubernetes client every Secret it reads. No log level of the operator may print a secret, so those
+libraries are held at INFO or above whatever the operator's own level is: their loggers' levels are
+raised, and the root handlers drop any of their records below INFO that still get through (a child
+logger somebody set to DEBUG on its own).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+# Libraries that log request/response bodies, headers or credentials at DEBUG.
+QUIET_LOGGERS: tuple[str, ...] = (
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "requests",
+    "requests_oauthlib",
+    "oauthlib",
+    "google",  # google.auth, google.oauth2, google.auth.transport.requests
+    "google_auth_httplib2",
+    "kubernetes",  # kubernetes.client.rest logs every response body at DEBUG
+    "aiohttp",
+    "httpx",
+    "httpcore",
+    "jwt",
+)
+QUIET_LEVEL = logging.INFO
+
+
+def _quiet(name: str) -> bool:
+    return any(name == quiet or name.startswith(quiet + ".") for quiet in QUIET_LOGGERS)
+
+
+class QuietLibraries(logging.Filter):
+    """Drops the records of the libraries above that are below INFO, whichever logger let them through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= QUIET_LEVEL or not _quiet(record.name)
+
+
+def quiet_libraries() -> None:
+    """Hold every library of QUIET_LOGGERS at INFO or above, whatever the root logger's level."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < QUIET_LEVEL:  # NOTSET included
+            logger.setLevel(QUIET_LEVEL)
+    for existing in list(logging.root.manager.loggerDict.values()):  # a child set lower inherits again
+        if (isinstance(existing, logging.Logger) and _quiet(existing.name) and existing.name not in QUIET_LOGGERS
+                and logging.NOTSET < existing.level < QUIET_LEVEL):
+            existing.setLevel(logging.NOTSET)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, QuietLibraries) for f in handler.filters):
+            handler.addFilter(QuietLibraries())
+
+
+def configure(*, verbose: bool = False, debug: bool = False) -> None:
+    """Logging as `regcred run --verbose/--debug` sets it up: kopf's, then the libraries held at INFO."""
+    kopf.configure(verbose=verbose, debug=debug)
+    quiet_libraries()

@@ -36,6 +36,9 @@ class Settings:
     google_sts_endpoint_url: str | None = None
     # Registries probed over plain HTTP by spec.verify (a self-hosted registry without TLS; tests).
     insecure_registries: frozenset[str] = frozenset()
+    # Hosts (``host`` or ``host:port``) trusted as the token service of any registry, beyond the registry's
+    # own host, its domain and the known token services: a Bearer realm elsewhere gets no credentials.
+    token_realm_hosts: frozenset[str] = frozenset()
     # At most this many remediations (restarts, pod deletions) per minute across all credentials: a bad
     # rollout of many workloads at once must not turn into a restart storm.
     remediations_per_minute: int = 10
@@ -89,4 +92,6 @@ class Settings:
             google_sts_endpoint_url=env.get("REGCRED_GOOGLE_STS_ENDPOINT_URL") or None,
             insecure_registries=frozenset(h.strip() for h in env.get("REGCRED_INSECURE_REGISTRIES", "").split(",")
                                           if h.strip()),
+            token_realm_hosts=frozenset(h.strip().lower() for h in env.get("REGCRED_TOKEN_REALM_HOSTS", "").split(",")
+                                        if h.strip()),
         )

@@ -287,8 +287,8 @@ class Prober:
         registry_scheme = self.scheme_for(registry_host)
         if parts.scheme == "http" and registry_scheme == "https":
             return (
-                f"{refused} over plain http while the registry itself is reached over https: credentials are "
-                f"never sent over plain http to a token service of a registry that uses https{tail}"
+                f"{refused} over plain http while the registry itself is reached over https: nothing goes from "
+                f"https to plain http{tail}"
             )
         if not credentials:
             return None
@@ -310,10 +310,9 @@ class Prober:
         ):
             return None
         return (
-            f"{refused} on a host that neither the registry nor the operator's settings vouch for (not "
-            f"{own}, not its domain, not a known token service, not in REGCRED_TOKEN_REALM_HOSTS): credentials "
-            f"were not sent there; if {host} is this registry's real token service, add it to "
-            f"REGCRED_TOKEN_REALM_HOSTS{tail}"
+            f"{refused} on a host that neither the registry nor the settings vouch for (not {own} or its "
+            f"domain, not a known token service, not in REGCRED_TOKEN_REALM_HOSTS): if {host} is this "
+            f"registry's real token service, add it to REGCRED_TOKEN_REALM_HOSTS{tail}"
         )
 
     def probe(self, image: ImageRef | str, credentials: Credentials | None = None) -> ProbeResult:

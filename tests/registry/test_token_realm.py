@@ -236,3 +236,13 @@ def test_setting_from_env() -> None:
     env = {"REGCRED_TOKEN_REALM_HOSTS": " auth.example.net , tokens.example.org:8443,,"}
     assert Settings.from_env(env).token_realm_hosts == frozenset({"auth.example.net", "tokens.example.org:8443"})
     assert Settings.from_env({}).token_realm_hosts == frozenset()
+
+
+def test_no_token_through_a_manifest_redirect_to_another_host(scripted: ScriptedServer, thief: ScriptedServer) -> None:
+    """A manifest redirect (a blob store) to another host gets no Authorization header (requests strips it)."""
+    scripted.route("/v2/", 401, challenge(f"http://{scripted.host}/token"))
+    scripted.route("/token", 200, {"Content-Type": "application/json"}, {"token": "tok-123456"})
+    scripted.route(MANIFEST, 307, {"Location": f"http://localhost:{port(thief)}/token"})
+    prober = Prober(session=session(), insecure_registries={scripted.host}, timeout=2)
+    prober.probe(ref(scripted.host), (USER, PASSWORD))
+    assert thief.seen and credentials_received(thief) == []

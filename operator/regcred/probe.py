@@ -416,12 +416,15 @@ class _Run:
             location = response.headers.get("Location")
             if auth is None or response.status_code not in (301, 302, 303, 307, 308) or not location:
                 break
-            target = urllib.parse.urljoin(url, location)
+            try:
+                target = urllib.parse.urljoin(url, location)
+            except ValueError:
+                target = location
             if not _same_host_no_downgrade(url, target):
+                where = _shorten(_redact_url(target)) if _parses(target) else repr(_shorten(target))
                 detail = (
-                    f"The token service {_shorten(_redact_url(realm))} redirected the token request to "
-                    f"{_shorten(_redact_url(target))}: credentials are not sent to another host or over a "
-                    "downgraded connection; nothing was sent"
+                    f"The token service {_shorten(_redact_url(realm))} redirected the token request to {where}: "
+                    "credentials are not sent to another host or over a downgraded connection; nothing was sent there"
                 )
                 raise _Done(self.result(Verdict.OTHER, response, detail + "."))
             url = target  # the Location carries its own query
@@ -615,6 +618,13 @@ class _Run:
         except requests.exceptions.RequestException as exc:
             self.note(f"{method} {shown}{sent} → {_transport_reason(exc)}")
             raise _Done(self.transport_failure(exc, url, what)) from None
+        except ValueError:
+            # requests parses a redirect's Location even when it does not follow it: "http://[" raises.
+            self.note(f"{method} {shown}{sent} → a redirect to a URL that does not parse")
+            host = urllib.parse.urlsplit(url).netloc
+            target = "the token service at " + host if what == "token" else host
+            detail = _sentence(f"{target} redirected to a URL that does not parse", "")
+            raise _Done(self.result(Verdict.OTHER, None, detail)) from None
         with response:
             try:
                 body = response.raw.read(_BODY_LIMIT, decode_content=True) if method != "HEAD" else b""

@@ -246,3 +246,12 @@ def test_no_token_through_a_manifest_redirect_to_another_host(scripted: Scripted
     prober = Prober(session=session(), insecure_registries={scripted.host}, timeout=2)
     prober.probe(ref(scripted.host), (USER, PASSWORD))
     assert thief.seen and credentials_received(thief) == []
+
+
+def test_a_garbage_redirect_of_the_token_request_is_refused(scripted: ScriptedServer) -> None:
+    scripted.route("/v2/", 401, challenge(f"http://{scripted.host}/token"))
+    scripted.route("/token", 302, {"Location": "http://["})
+    prober = Prober(session=session(), insecure_registries={scripted.host}, timeout=2)
+    result = prober.probe(ref(scripted.host), (USER, PASSWORD))
+    assert result.verdict is Verdict.OTHER, result
+    assert result.detail == f"The token service at {scripted.host} redirected to a URL that does not parse."

@@ -334,9 +334,10 @@ def test_the_command_line(cluster: EmulatedCluster, kube: KubeApi, registry: Reg
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["-n", NS, "web-1", "-o", "json", "--insecure-registry", "a:5000",
-                              "--insecure-registry", "b"])
+                              "--insecure-registry", "b", "--token-realm-host", "auth.example.net"])
     assert (args.namespace, args.all_namespaces, args.pod, args.output) == (NS, False, "web-1", "json")
     assert args.insecure_registry == ["a:5000", "b"]
+    assert args.token_realm_host == ["auth.example.net"]
     assert parser.parse_args(["-A"]).all_namespaces is True
     with pytest.raises(SystemExit):
         parser.parse_args(["-A", "-n", NS])

@@ -39,6 +39,9 @@ class Settings:
     google_credential_sources: tuple[str, ...] | None = None
     # Registries probed over plain HTTP by spec.verify (a self-hosted registry without TLS; tests).
     insecure_registries: frozenset[str] = frozenset()
+    # Hosts (``host`` or ``host:port``) trusted as the token service of any registry, beyond the registry's
+    # own host, its domain and the known token services: a Bearer realm elsewhere gets no credentials.
+    token_realm_hosts: frozenset[str] = frozenset()
     # At most this many remediations (restarts, pod deletions) per minute across all credentials: a bad
     # rollout of many workloads at once must not turn into a restart storm.
     remediations_per_minute: int = 10
@@ -95,4 +98,6 @@ class Settings:
             ) if env.get("REGCRED_GOOGLE_CREDENTIAL_SOURCES", "").strip() else None,
             insecure_registries=frozenset(h.strip() for h in env.get("REGCRED_INSECURE_REGISTRIES", "").split(",")
                                           if h.strip()),
+            token_realm_hosts=frozenset(h.strip().lower() for h in env.get("REGCRED_TOKEN_REALM_HOSTS", "").split(",")
+                                        if h.strip()),
         )

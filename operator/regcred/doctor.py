@@ -929,6 +929,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                         help="probe this host[:port] over plain HTTP (repeatable)")
+    parser.add_argument("--token-realm-host", action="append", default=[], metavar="HOST",
+                        help="trust this host[:port] as a registry's token service (repeatable; adds to "
+                             "REGCRED_TOKEN_REALM_HOSTS)")
 
 
 def current_namespace(kubeconfig: str | None = None) -> str:
@@ -956,7 +959,8 @@ def current_namespace(kubeconfig: str | None = None) -> str:
 def run_from_args(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """`regcred doctor` as parsed by :func:`add_arguments`."""
     namespace = None if args.all_namespaces else (args.namespace or current_namespace())
-    prober = Prober(insecure_registries=args.insecure_registry)
+    realm_hosts = [*args.token_realm_host, *os.environ.get("REGCRED_TOKEN_REALM_HOSTS", "").split(",")]
+    prober = Prober(insecure_registries=args.insecure_registry, token_realm_hosts=realm_hosts)
     return run_doctor(namespace, args.pod, args.output, prober=prober, out=out, err=err)
 
 

@@ -8,6 +8,14 @@ a missing one, and the detail says so when that is the case.
 
 Nothing secret leaves this module: the evidence shows which user was sent, never a password or a
 token, and every line is scrubbed of both before it is stored.
+
+The realm is the registry's choice, so credentials go to it only when :meth:`Prober.realm_refusal`
+admits it: over https (plain http only to the registry's own host, and only when the registry itself is
+configured insecure), to a host the registry vouches for (its own host, a host of the same registrable
+domain, a known token service of a well-known registry) or that the operator was told to trust
+(``token_realm_hosts``, REGCRED_TOKEN_REALM_HOSTS). A redirect of the token request is followed with
+credentials only on the same host, never from https to http. Anonymous token requests go to any realm
+that is not a downgrade.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import ipaddress
 import json
 import logging
 import re
@@ -46,7 +55,31 @@ _BODY_LIMIT = 64 * 1024  # error bodies and tag lists are small; never read a la
 _TAGS_SHOWN = 10
 _TEXT_LIMIT = 200
 
+_REDIRECTS = 5  # hops a token request with credentials may take (on the same host)
+
 Credentials = tuple[str, str]  # (username, password)
+
+# Token services that live on another host than their registry, as the registries document them (the
+# registrable-domain rule admits these too; listed so that they never depend on it).
+KNOWN_TOKEN_HOSTS: Mapping[str, frozenset[str]] = {
+    "registry-1.docker.io": frozenset({"auth.docker.io"}),
+    "index.docker.io": frozenset({"auth.docker.io"}),
+    "docker.io": frozenset({"auth.docker.io"}),
+    "registry.gitlab.com": frozenset({"gitlab.com"}),
+}
+# Domains whose subdomains belong to different tenants (a short stand-in for the Public Suffix List's
+# private section): a host under one of these vouches only for itself, never for a sibling.
+SHARED_SUFFIXES = frozenset(
+    {
+        "amazonaws.com", "azurecr.io", "pkg.dev", "cloudfront.net", "appspot.com", "googleusercontent.com",
+        "run.app", "web.app", "firebaseapp.com", "github.io", "githubusercontent.com", "herokuapp.com",
+        "azurewebsites.net", "cloudapp.net", "windows.net", "azure.com", "ngrok.io", "ngrok-free.app",
+        "ngrok.app", "netlify.app", "vercel.app", "pages.dev", "workers.dev", "fly.dev", "onrender.com",
+        "nip.io", "sslip.io", "duckdns.org", "localtest.me", "ondigitalocean.app", "oraclecloud.com",
+    }
+)
+# Second-level labels under which a two-letter country code registers names (example.co.uk).
+_COUNTRY_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "ac", "gov", "edu", "ne", "or", "go", "gv"})
 
 
 class Verdict(enum.StrEnum):
@@ -219,9 +252,12 @@ class Prober:
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         list_tags: bool = True,
         user_agent: str = "regcred-operator",
+        token_realm_hosts: Iterable[str] = (),
     ) -> None:
         self.session = session if session is not None else requests.Session()
         self.insecure_registries = frozenset(host.lower() for host in insecure_registries)
+        # Hosts (``host`` for every port, or ``host:port``) trusted as token services of any registry.
+        self.token_realm_hosts = frozenset(host.strip().lower() for host in token_realm_hosts if host.strip())
         self.verify = verify
         self.timeout = timeout
         self.list_tags = list_tags
@@ -231,6 +267,53 @@ class Prober:
         host = host.lower()
         bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return "http" if host in self.insecure_registries or bare in self.insecure_registries else "https"
+
+    def realm_refusal(self, registry_host: str, realm: str, *, credentials: bool = True) -> str | None:
+        """None when the token service ``realm`` that ``registry_host`` named may be asked for a token (with
+        credentials when ``credentials``), else a sentence saying why not (the realm is shown without its
+        userinfo and query). Never raises.
+        """
+        shown = _shorten(_redact_url(realm)) if _parses(realm) else repr(_shorten(realm))
+        refused = f"The registry {registry_host} named the token service {shown}"
+        tail = "; nothing was sent."
+        try:
+            parts = urllib.parse.urlsplit(realm)
+            port = parts.port
+        except ValueError:
+            return f"{refused}, which is not a valid URL{tail}"
+        host = (parts.hostname or "").rstrip(".")
+        if parts.scheme not in ("http", "https") or not host:
+            return f"{refused}, which is not an http(s) URL{tail}"
+        registry_scheme = self.scheme_for(registry_host)
+        if parts.scheme == "http" and registry_scheme == "https":
+            return (
+                f"{refused} over plain http while the registry itself is reached over https: nothing goes from "
+                f"https to plain http{tail}"
+            )
+        if not credentials:
+            return None
+        own = _hostname(registry_host)
+        if parts.scheme == "http":
+            if host == own:
+                return None  # the registry is configured insecure, and this is its own host
+            return (
+                f"{refused} over plain http on another host: the registry is configured insecure, and credentials "
+                f"go over plain http only to the registry's own host ({own}){tail}"
+            )
+        netloc = f"{host}:{port if port is not None else 443}"
+        if (
+            host == own
+            or host in KNOWN_TOKEN_HOSTS.get(own, ())
+            or _same_registrable_domain(own, host)
+            or host in self.token_realm_hosts
+            or netloc in self.token_realm_hosts
+        ):
+            return None
+        return (
+            f"{refused} on a host that neither the registry nor the settings vouch for (not {own} or its "
+            f"domain, not a known token service, not in REGCRED_TOKEN_REALM_HOSTS): if {host} is this "
+            f"registry's real token service, add it to REGCRED_TOKEN_REALM_HOSTS{tail}"
+        )
 
     def probe(self, image: ImageRef | str, credentials: Credentials | None = None) -> ProbeResult:
         """Can ``image`` be pulled with ``credentials`` (or anonymously)? Never raises for registry trouble.
@@ -320,9 +403,32 @@ class _Run:
         params = {"scope": scope}
         if service:
             params["service"] = service
+        refusal = self.prober.realm_refusal(self.host, realm, credentials=bool(self.credentials))
+        if refusal is not None:
+            self.note(f"GET {_shorten(_redact_url(realm)) if _parses(realm) else '<invalid realm>'} → not sent")
+            raise _Done(self.result(Verdict.OTHER, None, refusal))
         auth = HTTPBasicAuth(*self.credentials) if self.credentials else None
         sent = f" as {self.who}" if self.credentials else " anonymously"
-        response = self.send("GET", realm, params=params, auth=auth, sent=sent, what="token")
+        # With credentials, redirects are followed here, one hop at a time, and only on the same host.
+        url = realm
+        response = self.send("GET", url, params=params, auth=auth, sent=sent, what="token", redirects=not auth)
+        for _ in range(_REDIRECTS):
+            location = response.headers.get("Location")
+            if auth is None or response.status_code not in (301, 302, 303, 307, 308) or not location:
+                break
+            try:
+                target = urllib.parse.urljoin(url, location)
+            except ValueError:
+                target = location
+            if not _same_host_no_downgrade(url, target):
+                where = _shorten(_redact_url(target)) if _parses(target) else repr(_shorten(target))
+                detail = (
+                    f"The token service {_shorten(_redact_url(realm))} redirected the token request to {where}: "
+                    "credentials are not sent to another host or over a downgraded connection; nothing was sent there"
+                )
+                raise _Done(self.result(Verdict.OTHER, response, detail + "."))
+            url = target  # the Location carries its own query
+            response = self.send("GET", url, auth=auth, sent=sent, what="token", redirects=False)
         if response.status_code == 200:
             try:
                 body = response.json()
@@ -481,8 +587,13 @@ class _Run:
         params: Mapping[str, str] | None = None,
         sent: str | None = None,
         what: str = "",
+        redirects: bool = True,
     ) -> _Answer:
-        """Make one request and add a line of evidence; raises _Done for transport failures."""
+        """Make one request and add a line of evidence; raises _Done for transport failures.
+
+        Redirects that ``requests`` follows keep an Authorization header only on the same host and never
+        from https to http (``Session.should_strip_auth``).
+        """
         headers = {"User-Agent": self.prober.user_agent}
         if authorization:
             headers["Authorization"] = authorization
@@ -501,12 +612,19 @@ class _Run:
                 auth=auth,
                 timeout=self.prober.timeout,
                 verify=self.prober.verify,
-                allow_redirects=True,
+                allow_redirects=redirects,
                 stream=True,  # bodies are read only as far as _BODY_LIMIT
             )
         except requests.exceptions.RequestException as exc:
             self.note(f"{method} {shown}{sent} → {_transport_reason(exc)}")
             raise _Done(self.transport_failure(exc, url, what)) from None
+        except ValueError:
+            # requests parses a redirect's Location even when it does not follow it: "http://[" raises.
+            self.note(f"{method} {shown}{sent} → a redirect to a URL that does not parse")
+            host = urllib.parse.urlsplit(url).netloc
+            target = "the token service at " + host if what == "token" else host
+            detail = _sentence(f"{target} redirected to a URL that does not parse", "")
+            raise _Done(self.result(Verdict.OTHER, None, detail)) from None
         with response:
             try:
                 body = response.raw.read(_BODY_LIMIT, decode_content=True) if method != "HEAD" else b""
@@ -554,6 +672,69 @@ class _Run:
         line = self.scrub(line)
         self.evidence.append(line)
         logger.debug("registry probe: %s", line)
+
+
+def _parses(url: str) -> bool:
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - raises for a bad port or bracket
+    except ValueError:
+        return False
+    return True
+
+
+def _hostname(host: str) -> str:
+    """The lower-case host name of a ``host[:port]`` (brackets of an IPv6 literal removed)."""
+    try:
+        name = urllib.parse.urlsplit(f"//{host}").hostname
+    except ValueError:
+        name = None
+    return (name or host).lower().rstrip(".")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def registrable_domain(host: str) -> str | None:
+    """The domain a host was registered under (``auth.example.co.uk`` → ``example.co.uk``), or None for an IP
+    address, a single label, or a host under a shared suffix (whose siblings belong to other tenants).
+    An approximation of the Public Suffix List: the last two labels, three under a two-letter country
+    code's ``co``/``com``/``org``/... .
+    """
+    host = host.lower().rstrip(".")
+    labels = host.split(".")
+    if _is_ip(host) or len(labels) < 2:
+        return None
+    if any(host == suffix or host.endswith("." + suffix) for suffix in SHARED_SUFFIXES):
+        return None
+    size = 3 if len(labels[-1]) == 2 and labels[-2] in _COUNTRY_SECOND_LEVEL else 2
+    if len(labels) < size:
+        return None
+    return ".".join(labels[-size:])
+
+
+def _same_registrable_domain(a: str, b: str) -> bool:
+    domain = registrable_domain(a)
+    return domain is not None and domain == registrable_domain(b)
+
+
+def _same_host_no_downgrade(source: str, target: str) -> bool:
+    """May a request with credentials to ``source`` follow a redirect to ``target``?"""
+    try:
+        old, new = urllib.parse.urlsplit(source), urllib.parse.urlsplit(target)
+        old_port = old.port or (443 if old.scheme == "https" else 80)
+        new_port = new.port or (443 if new.scheme == "https" else 80)
+    except ValueError:
+        return False
+    if new.scheme not in ("http", "https") or (old.scheme == "https" and new.scheme == "http"):
+        return False
+    if (old.hostname or "") != (new.hostname or ""):
+        return False
+    return old_port == new_port or (old.scheme, new.scheme) == ("http", "https")
 
 
 def _errors(response: _Answer | None) -> tuple[list[str], str]:

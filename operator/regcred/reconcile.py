@@ -140,7 +140,8 @@ class Reconciler:
         self.settings = settings
         self.clock = clock
         self.providers = providers
-        self.prober = prober or Prober(insecure_registries=settings.insecure_registries)
+        self.prober = prober or Prober(insecure_registries=settings.insecure_registries,
+                                        token_realm_hosts=settings.token_realm_hosts)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._held: dict[str, HeldToken] = {}
         self._failures: dict[str, int] = {}

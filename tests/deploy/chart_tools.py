@@ -60,6 +60,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "metrics": {"enabled": False},
         "watchNamespaces": ["team-a"], "rbac": {"sourceSecretNamespaces": ["regcred-system", "vault-sync"]},
         "settings": {"eventsNamespace": "regcred-system", "insecureRegistries": ["registry.local:5000"],
+                     "tokenRealmHosts": ["auth.example.net", "tokens.example.org:8443"],
                      "endpoints": {"ecr": "https://api.ecr.eu-west-1.vpce.amazonaws.com",
                                    "githubApi": "https://github.example.com/api/v3"}},
     },

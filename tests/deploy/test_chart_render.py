@@ -74,6 +74,7 @@ def test_the_settings_reach_the_operator_as_its_environment() -> None:
     assert variables["REGCRED_METRICS_PORT"] == "0"
     assert variables["REGCRED_EVENTS_NAMESPACE"] == "regcred-system"
     assert variables["REGCRED_INSECURE_REGISTRIES"] == "registry.local:5000"
+    assert variables["REGCRED_TOKEN_REALM_HOSTS"] == "auth.example.net,tokens.example.org:8443"
     assert variables["REGCRED_ECR_ENDPOINT_URL"] == "https://api.ecr.eu-west-1.vpce.amazonaws.com"
     assert variables["REGCRED_GITHUB_API_URL"] == "https://github.example.com/api/v3"
     assert "REGCRED_STS_ENDPOINT_URL" not in variables  # empty settings are not passed at all

@@ -119,7 +119,8 @@ def make_signing_key() -> SigningKey:
 
 
 def make_server_tls(key: SigningKey, directory: Path) -> tuple[ssl.SSLContext, Path]:
-    """A TLS context for a server on 127.0.0.1, and the path of its (self-signed) certificate as a CA bundle."""
+    """A TLS context for a server on 127.0.0.1 (also valid as localhost), and the path of its (self-signed)
+    certificate as a CA bundle."""
     private = serialization.load_pem_private_key(key.private_pem, password=None)
     assert isinstance(private, rsa.RSAPrivateKey)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -132,7 +133,10 @@ def make_server_tls(key: SigningKey, directory: Path) -> tuple[ssl.SSLContext, P
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(private, hashes.SHA256())
     )

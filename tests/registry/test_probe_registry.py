@@ -161,3 +161,18 @@ def test_https_to_plain_http_registry_is_tls(open_registry: Registry) -> None:
     assert result.detail.startswith(f"TLS with {open_registry.host} failed")
     assert "WRONG_VERSION_NUMBER" in result.detail or "record layer" in result.detail
     assert result.evidence == (f"GET https://{open_registry.host}/v2/ → {result.detail.split('failed: ')[1][:-1]}",)
+
+
+def test_token_service_on_another_port_of_the_registry_host_gets_the_credentials(registry: Registry) -> None:
+    """distribution's token auth with its token service on another port of 127.0.0.1 (plain http, the registry
+    configured insecure): the realm is on the registry's own host, so the credentials go there."""
+    if registry.mode != "token":
+        pytest.skip("token auth only")
+    assert registry.token_service is not None
+    assert registry.token_service.url.split("/")[2] != registry.host  # another port
+    result = prober(registry).probe(image(registry), GOOD)
+    assert result.verdict is Verdict.OK, result
+    assert registry.token_service.requests[-1]["user"] == USERNAME
+    # Not configured insecure (so reached over https), the same registry's plain-http realm gets nothing.
+    refused = Prober(session=session(), timeout=5).realm_refusal(registry.host, registry.token_service.url)
+    assert refused is not None and "plain http" in refused

@@ -227,7 +227,8 @@ def test_a_rollout_restart_makes_a_new_replicaset_whose_pod_carries_the_credenti
         status = shop.api_request("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/web")["status"]
         assert status.get("updatedReplicas") == 1
     eventually(rolling, timeout=CONTROLLER_TIMEOUT)
-    assert [r["action"] for r in shop.credential(CREDENTIAL)["status"]["remediations"]] == ["RolloutRestart"]
+    eventually(lambda: _equal([r["action"] for r in shop.credential(CREDENTIAL)["status"].get("remediations") or []],
+                              ["RolloutRestart"]))
 
 
 # -- 2. ServiceAccount admission --------------------------------------------------------------------------------
@@ -427,7 +428,8 @@ def test_a_job_with_retries_left_gets_a_new_pod_with_the_secret(shop: Cluster, o
     eventually(lambda: _equal(shop.api_request("GET", f"/apis/batch/v1/namespaces/{NS}/jobs/migrate")
                               ["status"].get("failed"), 1), timeout=CONTROLLER_TIMEOUT)  # the retry it cost
     assert "Failed" not in job_conditions(shop, "migrate")
-    assert [r["action"] for r in shop.credential(CREDENTIAL)["status"]["remediations"]] == ["DeletePods"]
+    eventually(lambda: _equal([r["action"] for r in shop.credential(CREDENTIAL)["status"].get("remediations") or []],
+                              ["DeletePods"]))
 
 
 def _equal(actual: object, expected: object) -> None:

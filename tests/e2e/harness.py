@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import faulthandler
 import functools
 import importlib.metadata
 import json
@@ -243,7 +244,11 @@ class OperatorFactory:
 
     def stop(self) -> None:
         if self.running is not None:
-            self.running.stop()
+            try:
+                self.running.stop(timeout=60)
+            except RuntimeError:  # say where it hangs: every thread's stack, for whoever reads the failure
+                faulthandler.dump_traceback(all_threads=True)
+                raise
             self.running = None
 
     def forbidden(self) -> list[str]:

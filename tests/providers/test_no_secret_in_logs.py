@@ -13,7 +13,6 @@ import base64
 import json
 import logging
 import urllib.parse
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -24,13 +23,14 @@ from moto.sts.models import sts_backends
 
 from regcred import cli, logs
 from regcred.models import EcrSpec, GarSpec, GhcrAppSpec, GhcrSpec, SecretRef
-from regcred.providers.base import SourceSecretNotFound, Token
+from regcred.providers.base import Token
 from regcred.providers.ecr import EcrProvider
 from regcred.providers.gar import GarProvider
 from regcred.providers.ghcr import GhcrProvider
 from tests.log_scan import assert_nothing_printed
 from tests.providers.github_server import FakeGitHub, Pat, serve
 from tests.providers.google_server import FakeGoogle, new_rsa_key, running
+from tests.providers.test_ecr import secret_reader
 
 REGION = "eu-west-1"
 ROLE_ACCOUNT = "111111111111"
@@ -42,16 +42,6 @@ APP_ID = "12345"
 INSTALLATION_ID = "67890"
 EMAIL = "puller@my-project.iam.gserviceaccount.com"
 SERVER_SIDE = ("moto", "werkzeug", "flask")  # the emulated AWS, running in this process
-
-
-def reader(secrets: Mapping[tuple[str, str], Mapping[str, bytes]]) -> Any:
-    def read_secret(namespace: str, name: str) -> Mapping[str, bytes]:
-        try:
-            return secrets[namespace, name]
-        except KeyError:
-            raise SourceSecretNotFound(f"Secret {namespace}/{name} does not exist.") from None
-
-    return read_secret
 
 
 def token_secrets(token: Token, name: str) -> dict[str, str]:
@@ -69,7 +59,7 @@ def test_ecr_with_keys_from_a_secret_and_an_assumed_role_logs_no_secret(
     moto_url: str, debug_logging: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     keys = SecretRef(namespace="regcred-system", name="aws-pull-keys")
-    read_secret = reader({(keys.namespace, keys.name): {
+    read_secret = secret_reader({(keys.namespace, keys.name): {
         "AWS_ACCESS_KEY_ID": AWS_KEY_ID.encode(),
         "AWS_SECRET_ACCESS_KEY": AWS_SECRET.encode(),
         "AWS_SESSION_TOKEN": AWS_SESSION.encode(),
@@ -110,7 +100,7 @@ def test_ghcr_pat_and_app_log_no_secret(debug_logging: pytest.LogCaptureFixture,
                       pats={PAT: Pat(login="ci-bot", expiration="2099-12-31 23:59:59 UTC")})
     pat_ref = SecretRef(namespace="regcred-system", name="ghcr-pat", key="token")
     key_ref = SecretRef(namespace="regcred-system", name="gh-app", key="private-key.pem")
-    read_secret = reader({("regcred-system", "ghcr-pat"): {"token": PAT.encode()},
+    read_secret = secret_reader({("regcred-system", "ghcr-pat"): {"token": PAT.encode()},
                           ("regcred-system", "gh-app"): {"private-key.pem": pem.encode()}})
 
     with serve(fake) as github:
@@ -148,7 +138,7 @@ def test_gar_service_account_key_logs_no_secret(debug_logging: pytest.LogCapture
             "client_email": EMAIL, "client_id": "112233445566778899000", "token_uri": google.token_uri,
             "universe_domain": "googleapis.com",
         }
-        read_secret = reader({(ref.namespace, ref.name): {"key.json": json.dumps(key).encode()}})
+        read_secret = secret_reader({(ref.namespace, ref.name): {"key.json": json.dumps(key).encode()}})
         token = GarProvider(GarSpec(registries=("europe-docker.pkg.dev",), credentials_secret_ref=ref)).mint(
             read_secret)
         assertions = [urllib.parse.parse_qs(seen.body.decode()).get("assertion", [""])[0] for seen in google.seen]

@@ -12,6 +12,18 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> datetime.time
     return datetime.timedelta(seconds=float(env.get(name, default)))
 
 
+def _own_namespace() -> str | None:
+    """The namespace of the pod the operator runs in (in a cluster), from its ServiceAccount mount."""
+    try:
+        with open(_SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as file:
+            return file.read(256).strip() or None
+    except OSError:
+        return None
+
+
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     # How often every credential is re-read and re-checked even without events (picks up a rotated
@@ -65,6 +77,9 @@ class Settings:
     metrics_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
     # Namespace of the operator's own Events about cluster-scoped credentials (what kubectl shows).
     events_namespace: str = "default"
+    # The operator's own namespace, where it keeps each credential's minted token (see regcred.store):
+    # only the operator and the cluster's admins may write Secrets there.
+    state_namespace: str = "regcred-system"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +94,7 @@ class Settings:
             ecr_endpoint_url=env.get("REGCRED_ECR_ENDPOINT_URL") or None,
             sts_endpoint_url=env.get("REGCRED_STS_ENDPOINT_URL") or None,
             events_namespace=env.get("REGCRED_EVENTS_NAMESPACE", defaults.events_namespace),
+            state_namespace=env.get("REGCRED_STATE_NAMESPACE") or _own_namespace() or defaults.state_namespace,
             github_api_url=env.get("REGCRED_GITHUB_API_URL") or None,
             watch_namespaces=tuple(n.strip() for n in env.get("REGCRED_WATCH_NAMESPACES", "").split(",") if n.strip()),
             remediation_enabled=env.get("REGCRED_REMEDIATION", "true").strip().lower() not in ("false", "0", "no"),

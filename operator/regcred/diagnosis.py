@@ -23,6 +23,7 @@ import enum
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from regcred import dockerconfig as dc
 from regcred.classify import CREDENTIAL_CATEGORIES, Category, Classification, classify
 from regcred.fanout import CONTENT_HASH_ANNOTATION, format_time, parse_time
 from regcred.imageref import ImageRef, InvalidImageReference
@@ -171,10 +172,16 @@ def failure_timing(
 
 
 def secret_in_place(secret: Mapping[str, Any] | None, revision: str | None) -> bool:
-    """Whether the namespace's Secret holds this revision (its content-hash annotation); with revision None,
-    whether it holds any revision written by the operator."""
+    """Whether the namespace's Secret holds this revision, judged by its content (a tenant can write the
+    annotations of its copy); with revision None, whether it holds content as the operator wrote it (the
+    content and its content-hash annotation agree)."""
+    content = dc.decode_data(secret or {})
+    if content is None:
+        return False
+    if revision is not None:
+        return dc.content_hash(content) == revision
     written = (((secret or {}).get("metadata") or {}).get("annotations") or {}).get(CONTENT_HASH_ANNOTATION)
-    return isinstance(written, str) and bool(written) and (revision is None or written == revision)
+    return written == dc.content_hash(content)
 
 
 def revision_reached(since: datetime.datetime | None, secret: Mapping[str, Any] | None) -> datetime.datetime | None:

@@ -58,7 +58,7 @@ from regcred.diagnosis import (
     served,
     stuck_containers,
 )
-from regcred.fanout import CONTENT_HASH_ANNOTATION, EXPIRATION_ANNOTATION, format_time, parse_time
+from regcred.fanout import EXPIRATION_ANNOTATION, format_time, parse_time
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
 from regcred.models import CredentialSpec, SpecError, parse_credential
@@ -474,8 +474,8 @@ class Doctor:
             auths = _auths(secret, str(secret.get("type") or ""))
             hosts = tuple(sorted(auths))
             credentials = _credentials(auths[hosts[0]]) if hosts else None
-            annotations = (secret.get("metadata") or {}).get("annotations") or {}
-            revision = annotations.get(CONTENT_HASH_ANNOTATION)
+            content = dc.decode_data(secret)  # the revision is what it holds, whatever its annotations say
+            revision = dc.content_hash(content) if content is not None else None
             since = revision_reached(parse_time((body.get("status") or {}).get("lastRefreshTime")), secret)
             found.append(Serving(spec.name, spec, body, secret, hosts,
                                  str(revision)[:MAX_FIELD] if revision else None, since, credentials))

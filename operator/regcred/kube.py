@@ -139,6 +139,9 @@ class KubeApi:
             raise
         return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
 
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get_or_none(_namespaced("secrets", namespace, name))
+
     def create_secret(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.request("POST", _namespaced("secrets", namespace), body=body)
         return result

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from regcred import CREDENTIAL_LABEL, GROUP, KIND, MANAGED_BY_LABEL, MANAGED_BY_VALUE, VERSION, metrics
@@ -22,16 +22,11 @@ from regcred import dockerconfig as dc
 from regcred.clock import Clock
 from regcred.config import Settings
 from regcred.fanout import (
-    CONTENT_HASH_ANNOTATION,
-    EXPIRATION_ANNOTATION,
-    MINTED_ANNOTATION,
-    PROVIDER_HASH_ANNOTATION,
     SecretAction,
     SecretContent,
     attach_update,
     attached_by,
     format_time,
-    parse_time,
     plan_secrets,
     wants_attachment,
 )
@@ -54,6 +49,7 @@ from regcred.status import (
     merge_conditions,
     summarise_failures,
 )
+from regcred.store import StoredToken, read_stored, store_name
 
 logger = logging.getLogger("regcred")
 
@@ -145,6 +141,9 @@ class Reconciler:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._held: dict[str, HeldToken] = {}
         self._failures: dict[str, int] = {}
+        # What the token store (regcred.store) holds per credential, as this process last read or wrote it:
+        # written only when the held token changes.
+        self._stored: dict[str, StoredToken] = {}
         # The status this process last wrote, per credential: the operator is its only writer, and the
         # object it is handed may not show the latest write yet (watch lag).
         self._published: dict[str, Mapping[str, Any]] = {}
@@ -196,9 +195,10 @@ class Reconciler:
 
         verification: dict[str, Any] = {}
         try:
-            held, minted = self._token_for(spec, provider, managed, phash, now)
+            held, minted = self._token_for(spec, provider, phash, now)
             if minted and verify_image is not None:
                 verification = self._verify(name, verify_image, held.token, now)
+            self._store(name, held)
         except ProviderError as error:
             metrics.REFRESHES.labels(name, "failure").inc()
             metrics.CREDENTIAL_READY.labels(name).set(0)
@@ -286,7 +286,9 @@ class Reconciler:
         for account in self.kube.list_service_accounts():
             if name in attached_by(account):
                 self._update_service_account(account, name, None)
+        self.kube.delete_secret(self.settings.state_namespace, store_name(name))
         with self._lock:
+            self._stored.pop(name, None)
             self._held.pop(name, None)
             self._failures.pop(name, None)
             self._published.pop(name, None)
@@ -300,14 +302,15 @@ class Reconciler:
         self,
         spec: CredentialSpec,
         provider: Provider,
-        managed: Iterable[Mapping[str, Any]],
         phash: str,
         now: datetime.datetime,
     ) -> tuple[HeldToken, bool]:
-        """A still-fresh token from memory or from the written Secrets, else a newly minted one."""
+        """A still-fresh token from memory or from the operator's own store, else a newly minted one.
+
+        Never from the pull Secrets in target namespaces: a tenant can write those (see regcred.store)."""
         held = self._held.get(spec.name)
         if held is None or held.provider_hash != phash:
-            held = self._token_from_secrets(spec, managed, phash)
+            held = self._token_from_store(spec, phash)
         renewable = not provider.user_managed
         if renewable and held is not None and held.refresh_at is not None and now < held.refresh_at:
             self._held[spec.name] = held
@@ -353,31 +356,58 @@ class Reconciler:
             )
         return record
 
-    def _token_from_secrets(
-        self, spec: CredentialSpec, managed: Iterable[Mapping[str, Any]], phash: str
-    ) -> HeldToken | None:
-        """The newest intact token among the written Secrets, so that a restart need not mint again."""
-        best: HeldToken | None = None
-        for secret in managed:
-            annotations = (secret.get("metadata") or {}).get("annotations") or {}
-            content = dc.decode_data(secret)
-            expires_at = parse_time(annotations.get(EXPIRATION_ANNOTATION))
-            minted_at = parse_time(annotations.get(MINTED_ANNOTATION))
-            if (
-                content is None or minted_at is None
-                or annotations.get(PROVIDER_HASH_ANNOTATION) != phash
-                or annotations.get(CONTENT_HASH_ANNOTATION) != dc.content_hash(content)  # edited by hand
-            ):
-                continue
-            token = dc.parse_token(content, expires_at)
-            if token is None or (best is not None and best.minted_at >= minted_at):
-                continue
-            refresh_at = (
-                refresh_time(minted_at, expires_at, spec.refresh_before_expiry, self.rng)
-                if expires_at is not None else None
-            )
-            best = HeldToken(token, content, phash, minted_at, refresh_at)
-        return best
+    def _token_from_store(self, spec: CredentialSpec, phash: str) -> HeldToken | None:
+        """The token this operator (this process before a restart, or the replica it takes over from) recorded
+        in its namespace, so that a restart need not mint again."""
+        try:
+            secret = self.kube.read_secret(self.settings.state_namespace, store_name(spec.name))
+        except KubeError as error:
+            logger.warning("Could not read the token store of credential %s in namespace %s (%s %s); "
+                           "a new token is minted.", spec.name, self.settings.state_namespace,
+                           error.status, error.reason)
+            return None
+        stored = read_stored(secret, spec.name)
+        if stored is None:
+            return None
+        self._stored[spec.name] = stored
+        token = dc.parse_token(stored.content, stored.expires_at)
+        if stored.provider_hash != phash or token is None:
+            return None
+        refresh_at = (
+            refresh_time(stored.minted_at, stored.expires_at, spec.refresh_before_expiry, self.rng)
+            if stored.expires_at is not None else None
+        )
+        return HeldToken(token, stored.content, phash, stored.minted_at, refresh_at)
+
+    def _store(self, name: str, held: HeldToken) -> None:
+        """Record the held token in the operator's namespace when it differs from what is recorded there.
+
+        A failure costs only itself: the token is still served; it is written again at the next reconciliation,
+        and until then a restart would mint once more."""
+        stored = StoredToken(held.content, held.provider_hash, held.minted_at, held.token.expires_at)
+        if self._stored.get(name) == stored:
+            return
+        namespace = self.settings.state_namespace
+        try:
+            if name in self._stored:
+                try:
+                    self.kube.patch_secret(namespace, store_name(name), stored.patch())
+                except KubeError as error:
+                    if not error.not_found:
+                        raise
+                    self.kube.create_secret(namespace, stored.body(name, namespace))
+            else:
+                try:
+                    self.kube.create_secret(namespace, stored.body(name, namespace))
+                except KubeError as error:
+                    if not error.conflict:
+                        raise
+                    self.kube.patch_secret(namespace, store_name(name), stored.patch())
+        except KubeError as error:
+            logger.warning("Could not record the token of credential %s in namespace %s (%s %s); a restart "
+                           "before the next try would mint again.", name, namespace, error.status, error.reason)
+            return
+        self._stored[name] = stored
 
     def _mint_failed(
         self,

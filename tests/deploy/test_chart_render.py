@@ -58,7 +58,7 @@ def test_the_default_deployment_runs_the_operator_with_peering_and_probes() -> N
         "REGCRED_REMEDIATION": "true", "REGCRED_METRICS_PORT": "9090",
         "REGCRED_RESYNC_SECONDS": "300", "REGCRED_WRITE_CONCURRENCY": "16", "REGCRED_REMEDIATIONS_PER_MINUTE": "10",
         "REGCRED_RETRY_INITIAL_SECONDS": "10", "REGCRED_RETRY_MAX_SECONDS": "300",
-        "REGCRED_EVENTS_NAMESPACE": "default",
+        "REGCRED_EVENTS_NAMESPACE": "default", "REGCRED_STATE_NAMESPACE": "regcred-system",
     }
     spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
     assert spread == [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",

@@ -143,10 +143,13 @@ class Scenarios:
         c.core.patch_namespaced_secret("private-pull", "web", {"data": {".dockerconfigjson": tampered}})
         eventually(lambda: _equal(c.dockerconfig("web", "private-pull")["auths"][REGISTRY]["password"], "s3cret"))
 
-        # A spec change: a namespace excluded loses its Secret.
+        # A rotated password and a spec change: the token store is updated, a namespace excluded loses its Secret.
+        c.core.patch_namespaced_secret("robot", "regcred-system", {"data": {"password": base64.b64encode(
+            b"s3cret-2").decode()}})
         spec["namespaces"]["exclude"] = ["new-team"]
         c.apply_credential("private", spec)
         eventually(lambda: _assert("new-team" not in c.secrets("regcred.dev/credential=private")))
+        eventually(lambda: _equal(c.dockerconfig("web", "private-pull")["auths"][REGISTRY]["password"], "s3cret-2"))
 
         # Remediation: one stuck pod per kind of workload, and a failure that a restart cannot fix.
         web = self.workload("Deployment", "deployments", "apps/v1", "web")
@@ -342,7 +345,9 @@ def test_namespaces_mode_splits_the_rules_into_cluster_and_namespace_scopes() ->
             ("kopf.dev", "kopfpeerings", "list"), ("kopf.dev", "kopfpeerings", "watch"),
             ("kopf.dev", "kopfpeerings", "create"), ("kopf.dev", "kopfpeerings/status", "patch")}
     assert roles["default"] == {("", "events", "create")}  # the events namespace
-    assert roles["regcred-system"] == {("", "secrets", "get")}  # the credentials' source Secrets
+    # The credentials' source Secrets, and the operator's token store (regcred.store).
+    assert roles["regcred-system"] == {("", "secrets", "get"), ("", "secrets", "create"), ("", "secrets", "patch"),
+                                       ("", "secrets", "delete")}
 
 
 def test_no_peering_rules_without_peering() -> None:

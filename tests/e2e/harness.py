@@ -237,10 +237,20 @@ class OperatorFactory:
               rbac: list[dict[str, Any]] | None = None) -> Runtime:
         clock = clock or SystemClock()
         kube = KubeApi(self.api_client(rbac), namespaces=settings.watch_namespaces)
+        self._ensure_namespace(settings.state_namespace)
         runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
         self.running = EmbeddedOperator(runtime).start()
         self.runtimes.append(runtime)
         return runtime
+
+    def _ensure_namespace(self, name: str) -> None:
+        """The operator's own namespace, as `helm install --create-namespace` leaves it (on a real cluster
+        chart_identity has made it already)."""
+        try:
+            KubeApi(self.backend.api_client()).request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+        except KubeError as error:
+            if error.status != 409:
+                raise
 
     def stop(self) -> None:
         if self.running is not None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import time
 from typing import Any
 
 import pytest
 
+from regcred import dockerconfig as dc
 from regcred.clock import ManualClock
-from tests.e2e.harness import TEST_SETTINGS, Cluster, OperatorFactory, eventually
+from tests.e2e.harness import TEST_SETTINGS, Cluster, OperatorFactory, b64, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -91,6 +93,66 @@ def test_a_restart_reuses_the_written_token(aws: Cluster, operator: OperatorFact
     after = {ns: (s.data, s.metadata.resource_version) for ns, s in aws.secrets(SELECTOR).items()}
     assert {ns: after[ns] for ns in before} == before  # not even rewritten
     assert after["batch"][0] == before["web"][0]
+
+
+def test_a_tenant_forged_secret_is_not_adopted_after_a_restart(
+    aws: Cluster, operator: OperatorFactory, moto_url: str
+) -> None:
+    """A tenant who can write Secrets in one target namespace rewrites its copy of the pull Secret (content,
+    content hash, a later minted time, a far expiry) and plants a labelled one in a namespace the credential
+    does not select. A restarted operator takes its token from its own namespace, serves that everywhere,
+    repairs the forged copy and deletes the planted one."""
+    clock = ManualClock(START)
+    operator.start(clock=clock, settings=settings_for(moto_url))
+    aws.apply_credential("ecr", ecr_spec())
+    eventually(lambda: _equal(set(aws.secrets(SELECTOR)), {"web", "api"}))
+    minted = aws.core.read_namespaced_secret("ecr-pull", "api").data
+    operator.stop()
+
+    forged = json.dumps({"auths": {ECR_HOST: {"username": "AWS", "password": "tenant-chosen",
+                                               "auth": b64("AWS:tenant-chosen")}}}).encode()
+    forged_annotations = {
+        "regcred.dev/content-hash": dc.content_hash(forged),
+        "regcred.dev/minted-time": "2014-12-31T13:00:00Z",  # newer than the real mint
+        "regcred.dev/expiration-time": "2030-01-01T00:00:00Z",
+        "regcred.dev/provider-hash": aws.secrets(SELECTOR)["web"].metadata.annotations["regcred.dev/provider-hash"],
+    }
+    aws.core.patch_namespaced_secret("ecr-pull", "web", {
+        "metadata": {"annotations": forged_annotations}, "data": dc.encode_data(forged)})
+    aws.namespace("sandbox")  # not selected
+    aws.core.create_namespaced_secret("sandbox", {
+        "metadata": {"name": "ecr-pull", "labels": {"app.kubernetes.io/managed-by": "regcred-operator",
+                                                    "regcred.dev/credential": "ecr"},
+                     "annotations": {**forged_annotations, "regcred.dev/minted-time": "2014-12-31T13:30:00Z"}},
+        "type": "kubernetes.io/dockerconfigjson", "data": dc.encode_data(forged)})
+
+    clock.advance(datetime.timedelta(hours=2))
+    second = operator.start(clock=clock, settings=settings_for(moto_url))
+    aws.namespace("batch", {"pulls-from": "ecr"})
+    eventually(lambda: _equal({ns: s.data for ns, s in aws.secrets(SELECTOR).items()},
+                              {"web": minted, "api": minted, "batch": minted}))
+    assert second.reconciler.provider_calls == 0  # the operator's own record served: no mint either
+    assert aws.credential("ecr")["status"]["expirationTime"] == "2015-01-01T00:00:00Z"
+    assert aws.credential("ecr")["status"]["lastRefreshTime"] == "2014-12-31T12:00:00Z"
+
+
+def test_the_token_store_is_the_operators_own(aws: Cluster, operator: OperatorFactory, moto_url: str) -> None:
+    """One Secret per credential in the operator's namespace, not a pull Secret (nothing can mount it by its
+    type, and it is never counted among the credential's outputs); deleted with the credential."""
+    runtime = operator.start(clock=ManualClock(START), settings=settings_for(moto_url))
+    aws.apply_credential("ecr", ecr_spec())
+    eventually(lambda: _equal(set(aws.secrets(SELECTOR)), {"web", "api"}))
+    store = eventually(lambda: aws.core.read_namespaced_secret("regcred-token-ecr", "regcred-system"))
+    assert store.type == "regcred.dev/token"
+    assert store.metadata.labels == {"app.kubernetes.io/managed-by": "regcred-operator", "regcred.dev/token-of": "ecr"}
+    assert store.data == aws.core.read_namespaced_secret("ecr-pull", "web").data
+    assert store.metadata.annotations["regcred.dev/expiration-time"] == "2015-01-01T00:00:00Z"
+    assert runtime.reconciler.provider_calls == 1
+
+    aws.custom.delete_cluster_custom_object("regcred.dev", "v1alpha1", "registrycredentials", "ecr")
+    eventually(lambda: _equal(aws.secrets(SELECTOR), {}))
+    eventually(lambda: _equal([s.metadata.name for s in aws.core.list_namespaced_secret("regcred-system").items
+                               if s.metadata.name.startswith("regcred-token-")], []))
 
 
 def test_refresh_happens_at_two_thirds_of_the_lifetime(aws: Cluster, operator: OperatorFactory, moto_url: str) -> None:

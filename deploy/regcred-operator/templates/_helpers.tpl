@@ -64,21 +64,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The namespaces in which namespaces mode needs a Role, as a JSON object
-{namespace: {"watched": bool, "events": bool, "sources": bool}}:
-the watched ones, the events namespace and the namespaces of the credentials' source Secrets.
+{namespace: {"watched": bool, "events": bool, "sources": bool, "store": bool}}:
+the watched ones, the events namespace, the namespaces of the credentials' source Secrets and the
+release namespace (the operator's token store).
 */}}
 {{- define "regcred-operator.roleNamespaces" -}}
 {{- $out := dict }}
 {{- range .Values.watchNamespaces }}
-{{- $_ := set $out . (dict "watched" true "events" false "sources" false) }}
+{{- $_ := set $out . (dict "watched" true "events" false "sources" false "store" false) }}
 {{- end }}
+{{- $store := get $out .Release.Namespace | default (dict "watched" false "events" false "sources" false "store" false) }}
+{{- $_ := set $store "store" true }}
+{{- $_ := set $out .Release.Namespace $store }}
 {{- $events := .Values.settings.eventsNamespace }}
-{{- $entry := get $out $events | default (dict "watched" false "events" false "sources" false) }}
+{{- $entry := get $out $events | default (dict "watched" false "events" false "sources" false "store" false) }}
 {{- $_ := set $entry "events" true }}
 {{- $_ := set $out $events $entry }}
 {{- $sources := .Values.rbac.sourceSecretNamespaces | default (list .Release.Namespace) }}
 {{- range $sources }}
-{{- $entry := get $out . | default (dict "watched" false "events" false "sources" false) }}
+{{- $entry := get $out . | default (dict "watched" false "events" false "sources" false "store" false) }}
 {{- $_ := set $entry "sources" true }}
 {{- $_ := set $out . $entry }}
 {{- end }}

@@ -8,7 +8,6 @@ import kopf
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from regcred import dockerconfig as dc
-from regcred.fanout import CONTENT_HASH_ANNOTATION
 
 
 @kopf.on.event("v1", "namespaces")
@@ -31,7 +30,9 @@ async def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: ko
     credential = body.metadata.labels.get(CREDENTIAL_LABEL)
     if not credential:
         return
+    # Intact means: holds what the operator serves now (its own record), whatever the annotations claim.
+    serving = memo["runtime"].reconciler.serving.get(credential)
     content = dc.decode_data(body)
-    intact = content is not None and body.metadata.annotations.get(CONTENT_HASH_ANNOTATION) == dc.content_hash(content)
+    intact = serving is not None and content is not None and dc.content_hash(content) == serving.revision
     if event.get("type") == "DELETED" or not intact:
         memo["runtime"].wakeups.kick(credential)

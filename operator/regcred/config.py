@@ -75,11 +75,19 @@ class Settings:
     # Prometheus metrics on this port (0: off) and address.
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
+    # Seconds to wait for the API server's answer to one call (connecting: 10 s): then the call counts as
+    # failed and is retried, so that a half-open connection cannot stall a credential for good.
+    api_read_timeout: float = 30.0
     # Namespace of the operator's own Events about cluster-scoped credentials (what kubectl shows).
     events_namespace: str = "default"
     # The operator's own namespace, where it keeps each credential's minted token (see regcred.store):
     # only the operator and the cluster's admins may write Secrets there.
     state_namespace: str = "regcred-system"
+
+    @property
+    def api_timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds for each API call."""
+        return min(10.0, self.api_read_timeout), self.api_read_timeout
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +102,7 @@ class Settings:
             ecr_endpoint_url=env.get("REGCRED_ECR_ENDPOINT_URL") or None,
             sts_endpoint_url=env.get("REGCRED_STS_ENDPOINT_URL") or None,
             events_namespace=env.get("REGCRED_EVENTS_NAMESPACE", defaults.events_namespace),
+            api_read_timeout=float(env.get("REGCRED_API_TIMEOUT_SECONDS", defaults.api_read_timeout)),
             state_namespace=env.get("REGCRED_STATE_NAMESPACE") or _own_namespace() or defaults.state_namespace,
             github_api_url=env.get("REGCRED_GITHUB_API_URL") or None,
             watch_namespaces=tuple(n.strip() for n in env.get("REGCRED_WATCH_NAMESPACES", "").split(",") if n.strip()),

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import kubernetes
+import urllib3
 
 from regcred import GROUP, PLURAL, VERSION
 from regcred.providers.base import SourceSecretNotFound
@@ -22,14 +23,17 @@ from regcred.providers.base import SourceSecretNotFound
 JSON = "application/json"
 USER_AGENT = "regcred-operator"
 MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_TIMEOUT = (10.0, 30.0)  # (connect, read) seconds; REGCRED_API_TIMEOUT_SECONDS sets the read part
 
 
 class KubeError(Exception):
-    """An API call failed. `reason` is the API's own (NotFound, Conflict, Forbidden, ...)."""
+    """An API call failed. `reason` is the API's own (NotFound, Conflict, Forbidden, ...), or, with status 0,
+    what went wrong on the way (Timeout, ConnectionError): no answer came."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.retry_after = retry_after  # seconds, when the server said how long to wait (429, 503)
 
     @property
     def not_found(self) -> bool:
@@ -54,6 +58,9 @@ def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 32) -> ku
             raise
         kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.connection_pool_maxsize = pool_size
+    # A call that got no answer is not repeated inside the client (each repeat would wait the whole read
+    # timeout again); the operator retries it with its own back-off. A refused connection is tried again.
+    configuration.retries = urllib3.Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0)
     client = kubernetes.client.ApiClient(configuration)
     client.user_agent = USER_AGENT  # so that audit logs (and tests) can tell the operator's requests apart
     return client
@@ -63,10 +70,14 @@ class KubeApi:
     """Typed verbs on the few resources the operator touches. Safe to use from several threads."""
 
     def __init__(
-        self, api_client: kubernetes.client.ApiClient, *, page_size: int = 500, namespaces: tuple[str, ...] = ()
+        self, api_client: kubernetes.client.ApiClient, *, page_size: int = 500, namespaces: tuple[str, ...] = (),
+        timeout: tuple[float, float] | None = DEFAULT_TIMEOUT,
     ) -> None:
         self.api_client = api_client
         self.page_size = page_size
+        # (connect, read) seconds for every call: a half-open connection must not hold a credential's
+        # reconciliation (and its lock) forever.
+        self.timeout = timeout
         # Served namespaces (empty: all). Namespaced collections are then listed one namespace at a time,
         # which is what namespace-scoped RBAC (Roles) allows.
         self.namespaces = namespaces
@@ -89,15 +100,20 @@ class KubeApi:
             method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api_client.call_api(method_, url, header_params=headers_, body=body_, post_params=post)
-        raw: bytes = response.read()  # type: ignore[no-untyped-call]
+        try:
+            response = self.api_client.call_api(method_, url, header_params=headers_, body=body_, post_params=post,
+                                                _request_timeout=self.timeout)
+            raw: bytes = response.read()  # type: ignore[no-untyped-call]
+        except urllib3.exceptions.HTTPError as error:  # no answer: a timeout, a reset, a refused connection
+            raise _transport_error(method, path, error) from None
         if response.status >= 400:
             try:
                 status = json.loads(raw)
                 reason, message = status.get("reason") or "", status.get("message") or ""
             except ValueError:
                 reason, message = "", raw[:200].decode(errors="replace")
-            raise KubeError(response.status, reason or str(response.status), message)
+            raise KubeError(response.status, reason or str(response.status), message,
+                            retry_after=_retry_after(response.getheader("Retry-After")))  # type: ignore[no-untyped-call]
         return json.loads(raw) if raw else None
 
     def list_all(self, path: str, **query: str) -> list[dict[str, Any]]:
@@ -302,6 +318,22 @@ class KubeApi:
     def read_credential(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}/{quote(name)}")
         return result
+
+
+def _transport_error(method: str, path: str, error: urllib3.exceptions.HTTPError) -> KubeError:
+    """One line for a call that got no answer (the exception's own text is a long urllib3 story)."""
+    cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason else error
+    timed_out = isinstance(cause, urllib3.exceptions.TimeoutError)
+    reason = "Timeout" if timed_out else "ConnectionError"
+    what = "no answer in time" if timed_out else f"the connection failed ({type(cause).__name__})"
+    return KubeError(0, reason, f"{method} {path}: {what}")
+
+
+def _retry_after(value: object) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds only, as the API server sends it), bounded to an hour."""
+    if not isinstance(value, str) or not value.strip().isdigit() or len(value.strip()) > 6:
+        return None
+    return min(float(value.strip()), 3600.0)
 
 
 def _object_path(api: str, plural: str, namespace: str, name: str) -> str:

@@ -107,7 +107,7 @@ class Runtime:
         settings = settings or Settings.from_env()
         clock = clock or SystemClock()
         kube = KubeApi(load_api_client(kubeconfig, pool_size=settings.write_concurrency + 4),
-                       namespaces=settings.watch_namespaces)
+                       namespaces=settings.watch_namespaces, timeout=settings.api_timeout)
         return cls(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
 
     def start_metrics(self) -> None:

@@ -236,7 +236,7 @@ class OperatorFactory:
     def start(self, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS,
               rbac: list[dict[str, Any]] | None = None) -> Runtime:
         clock = clock or SystemClock()
-        kube = KubeApi(self.api_client(rbac), namespaces=settings.watch_namespaces)
+        kube = KubeApi(self.api_client(rbac), namespaces=settings.watch_namespaces, timeout=settings.api_timeout)
         self._ensure_namespace(settings.state_namespace)
         runtime = Runtime(settings=settings, kube=kube, reconciler=Reconciler(kube, settings, clock), clock=clock)
         self.running = EmbeddedOperator(runtime).start()

@@ -36,6 +36,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if "runtime" not in memo:
         memo["runtime"] = Runtime.create()
     runtime: Runtime = memo["runtime"]
+    # kopf's own calls (finalizers, peering keep-alives, watch connections) get the operator's bounds too:
+    # its default is five minutes per call, during which a stuck patch blocks that object's handling.
+    connect, read = runtime.settings.api_timeout
+    settings.networking.connect_timeout = connect
+    settings.networking.request_timeout = read
+    settings.watching.connect_timeout = connect
     # Only one replica acts: the one with the highest priority in the shared peering object. Identical
     # replicas get random priorities so that they never tie (a tie pauses them all).
     peering = runtime.settings

@@ -18,7 +18,7 @@ import kubernetes
 import urllib3
 
 from regcred import GROUP, PLURAL, VERSION
-from regcred.providers.base import SourceSecretNotFound
+from regcred.providers.base import ProviderError, SourceSecretNotFound
 
 JSON = "application/json"
 USER_AGENT = "regcred-operator"
@@ -152,7 +152,14 @@ class KubeApi:
                 raise SourceSecretNotFound(
                     f"Secret {namespace}/{name} does not exist; create it or fix the reference."
                 ) from None
-            raise
+            if error.status == 403:  # likely namespaces mode: the chart grants `get` only where it is told
+                raise ProviderError(
+                    f"The operator may not read Secret {namespace}/{name} (403 Forbidden): grant its ServiceAccount "
+                    f"`get` on Secrets in {namespace} (with the Helm chart in namespaces mode: add {namespace} to "
+                    "rbac.sourceSecretNamespaces).", reason="SourceSecretForbidden", retryable=False,
+                ) from None
+            raise ProviderError(f"Could not read Secret {namespace}/{name}: {error.reason or error.status}.",
+                                reason="SourceSecretUnreadable") from None
         return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
 
     def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:

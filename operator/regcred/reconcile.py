@@ -26,6 +26,7 @@ from regcred.fanout import (
     SecretContent,
     attach_update,
     attached_by,
+    diff_secret,
     format_time,
     plan_secrets,
     wants_attachment,
@@ -55,6 +56,9 @@ logger = logging.getLogger("regcred")
 
 ProviderFactory = Callable[..., Provider]
 _SA_CONFLICT_RETRIES = 5
+# Back-off of a credential whose writes failed: seconds, not the resync period.
+_WRITE_RETRY_INITIAL = datetime.timedelta(seconds=1)
+_WRITE_RETRY_MAX = datetime.timedelta(seconds=60)
 # Never refresh more often than this, whatever a provider claims (a token that arrives nearly expired
 # must not turn into a tight mint loop).
 _MIN_REFRESH_INTERVAL = datetime.timedelta(seconds=30)
@@ -140,7 +144,9 @@ class Reconciler:
                                         token_realm_hosts=settings.token_realm_hosts)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._held: dict[str, HeldToken] = {}
-        self._failures: dict[str, int] = {}
+        self._failures: dict[str, int] = {}  # failed mints in a row, per credential
+        self._write_failures: dict[str, int] = {}  # passes in a row with failed writes or reads, per credential
+        self._not_before: dict[str, datetime.datetime] = {}  # Retry-After: no pass of the credential before then
         # What the token store (regcred.store) holds per credential, as this process last read or wrote it:
         # written only when the held token changes.
         self._stored: dict[str, StoredToken] = {}
@@ -172,6 +178,9 @@ class Reconciler:
 
     def _reconcile(self, name: str, credential: Mapping[str, Any]) -> Outcome:
         now = self.clock.now()
+        not_before = self._not_before.get(name)
+        if not_before is not None and now < not_before:  # the API server asked us to wait (Retry-After)
+            return Outcome(wake_at=not_before)
         try:
             spec = parse_credential(name, credential.get("spec") or {})
             provider = self.providers(spec.provider, self.settings)
@@ -182,6 +191,13 @@ class Reconciler:
             self._publish(credential, [Condition(READY, "False", error.reason, str(error))], {})
             return Outcome(wake_at=now + self.settings.resync_interval)
 
+        try:
+            return self._serve(name, credential, spec, provider, verify_image, now)
+        except KubeError as error:  # a read the pass depends on failed: only this credential waits, briefly
+            return self._api_failed(credential, error, now)
+
+    def _serve(self, name: str, credential: Mapping[str, Any], spec: CredentialSpec, provider: Provider,
+               verify_image: ImageRef | None, now: datetime.datetime) -> Outcome:
         namespaces = self.kube.list_namespaces()
         targets = sorted(
             ns["metadata"]["name"]
@@ -194,16 +210,25 @@ class Reconciler:
         phash = provider_hash(credential.get("spec") or {})
 
         verification: dict[str, Any] = {}
+        previous = self._previous_token(spec, phash)
+        refresh_failure: ProviderError | None = None
         try:
-            held, minted = self._token_for(spec, provider, phash, now)
+            held, minted = self._token_for(spec, provider, phash, previous, now)
             if minted and verify_image is not None:
-                verification = self._verify(name, verify_image, held.token, now)
-            self._store(name, held)
+                verification = self._verify(verify_image, held.token, now)
         except ProviderError as error:
             metrics.REFRESHES.labels(name, "failure").inc()
-            metrics.CREDENTIAL_READY.labels(name).set(0)
-            return self._mint_failed(credential, spec, managed, error, now)
-        self._failures.pop(name, None)
+            if previous is None or provider.user_managed or not _still_valid(previous.token, now):
+                metrics.CREDENTIAL_READY.labels(name).set(0)
+                return self._mint_failed(credential, spec, managed, error, now)
+            # A provider outage: the token in hand is still good, so it keeps being served (new namespaces,
+            # repaired Secrets); only the mint waits for its back-off. Not for what a person keeps in a Secret
+            # (static, a PAT): when that cannot be read, nothing vouches for the old content any more.
+            held, minted, refresh_failure = previous, False, error
+        else:
+            self._failures.pop(name, None)
+        self._held[name] = held
+        self._store(name, held)
         if minted:
             metrics.REFRESHES.labels(name, "success").inc()
 
@@ -212,7 +237,8 @@ class Reconciler:
             minted_at=held.minted_at, expires_at=held.token.expires_at,
         )
         actions = plan_secrets(desired, targets, managed)
-        failed = [f for f in self._pool.map(lambda action: self._apply(action, name), actions) if f is not None]
+        failed = [f for f in self._pool.map(lambda action: self._apply(action, name, desired), actions)
+                  if f is not None]
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
         failed.extend(self._attach_service_accounts(spec, synced_targets))
@@ -234,6 +260,18 @@ class Reconciler:
         ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
                           "Pull secrets are up to date in every selected namespace."
                           if synced.status == "True" else synced.message)
+        wake_at = now + self.settings.resync_interval
+        if refresh_failure is not None:
+            delay = self._mint_retry_delay(name, refresh_failure)
+            until = (f"is valid until {format_time(held.token.expires_at)}" if held.token.expires_at
+                     else "does not expire")
+            message = (f"Getting a new token failed: {refresh_failure} The current token {until} and is still "
+                       f"served. Retrying in {int(delay.total_seconds())}s.")
+            logger.warning("Credential %s: getting a token failed (%s); the current one is still served.",
+                           name, refresh_failure.reason)
+            token_condition = Condition(TOKEN_READY, "False", refresh_failure.reason, message)
+            ready = Condition(READY, "False", refresh_failure.reason, message)
+            wake_at = min(wake_at, now + delay)
         counts = {
             "selected": len(targets),
             "synced": len(targets) - len({f.namespace for f in failed}),
@@ -249,7 +287,10 @@ class Reconciler:
                                       "A new revision of the credential is in place; no pod has failed with it yet."))
         if verification:  # only when a freshly minted token was checked; otherwise the last result stands
             verified.append(Condition(VERIFIED, "True", "VerificationSucceeded", verification["message"]))
-        self._publish(
+        elif isinstance(refresh_failure, VerificationFailed):
+            verified.append(Condition(VERIFIED, "False", refresh_failure.reason, ready.message))
+            verification = refresh_failure.record
+        published = self._publish(
             credential,
             [ready, token_condition, synced, *extra_conditions, *verified],
             {
@@ -262,13 +303,18 @@ class Reconciler:
             },
             minted_event=_minted_event(held.token) if minted else None,
         )
-        metrics.CREDENTIAL_READY.labels(name).set(1 if synced.status == "True" else 0)
+        retry = [f for f in failed if f.reason != "SecretConflict"]
+        if retry or not published:  # failed writes are retried on their own short back-off, not at the resync
+            wake_at = min(wake_at, now + self._write_retry_delay(name, [f.retry_after for f in retry]))
+        else:
+            self._write_failures.pop(name, None)
+            self._not_before.pop(name, None)
+        metrics.CREDENTIAL_READY.labels(name).set(1 if ready.status == "True" else 0)
         if held.token.expires_at is not None:
             metrics.TOKEN_EXPIRY.labels(name).set(held.token.expires_at.timestamp())
         for state, count in counts.items():
             metrics.NAMESPACES.labels(name, state).set(count)
-        wake_at = now + self.settings.resync_interval
-        if held.refresh_at is not None:
+        if held.refresh_at is not None and refresh_failure is None:
             wake_at = min(wake_at, max(held.refresh_at, now + _MIN_REFRESH_INTERVAL))
         return Outcome(wake_at=wake_at, writes=writes)
 
@@ -289,6 +335,8 @@ class Reconciler:
         self.kube.delete_secret(self.settings.state_namespace, store_name(name))
         with self._lock:
             self._stored.pop(name, None)
+            self._write_failures.pop(name, None)
+            self._not_before.pop(name, None)
             self._held.pop(name, None)
             self._failures.pop(name, None)
             self._published.pop(name, None)
@@ -298,23 +346,23 @@ class Reconciler:
 
     # -- tokens ------------------------------------------------------------------------------------
 
-    def _token_for(
-        self,
-        spec: CredentialSpec,
-        provider: Provider,
-        phash: str,
-        now: datetime.datetime,
-    ) -> tuple[HeldToken, bool]:
-        """A still-fresh token from memory or from the operator's own store, else a newly minted one.
+    def _previous_token(self, spec: CredentialSpec, phash: str) -> HeldToken | None:
+        """The token in hand for this provider configuration: from memory, else from the operator's own store.
 
         Never from the pull Secrets in target namespaces: a tenant can write those (see regcred.store)."""
         held = self._held.get(spec.name)
         if held is None or held.provider_hash != phash:
             held = self._token_from_store(spec, phash)
+        return held
+
+    def _token_for(
+        self, spec: CredentialSpec, provider: Provider, phash: str, previous: HeldToken | None,
+        now: datetime.datetime,
+    ) -> tuple[HeldToken, bool]:
+        """The token in hand while it is fresh, else a newly minted one (True: minted now)."""
         renewable = not provider.user_managed
-        if renewable and held is not None and held.refresh_at is not None and now < held.refresh_at:
-            self._held[spec.name] = held
-            return held, False
+        if renewable and previous is not None and previous.refresh_at is not None and now < previous.refresh_at:
+            return previous, False
 
         with self._lock:
             self.provider_calls += 1
@@ -326,18 +374,16 @@ class Reconciler:
                 reason="TokenAlreadyExpired",
             )
         content = dc.render(token)
-        if not renewable and held is not None and (held.content, held.token.expires_at) == (content, token.expires_at):
-            self._held[spec.name] = held  # what the person put in the Secret has not changed
-            return held, False
+        if not renewable and previous is not None and (previous.content, previous.token.expires_at) == (
+                content, token.expires_at):
+            return previous, False  # what the person put in the Secret has not changed
         refresh_at = (
             refresh_time(now, token.expires_at, spec.refresh_before_expiry, self.rng)
             if token.expires_at is not None and renewable else None
         )
-        held = HeldToken(token, content, phash, now, refresh_at)
-        self._held[spec.name] = held
-        return held, True
+        return HeldToken(token, content, phash, now, refresh_at), True
 
-    def _verify(self, name: str, image: ImageRef, token: Token, now: datetime.datetime) -> dict[str, Any]:
+    def _verify(self, image: ImageRef, token: Token, now: datetime.datetime) -> dict[str, Any]:
         """Probe spec.verify.image with a fresh token before it may replace the written one."""
         if not image.matching_auth_keys(token.hosts):
             raise ProviderError(
@@ -348,8 +394,7 @@ class Reconciler:
         result = self.prober.probe(image, (token.username, token.password))
         record = {"image": str(image), "verdict": str(result.verdict), "time": format_time(now),
                   "message": result.detail}
-        if not result.ok:
-            self._held.pop(name, None)  # never reuse a token that failed its check
+        if not result.ok:  # never held, never written: the next try mints again
             raise VerificationFailed(
                 f"The new token could not pull {image}: {result.detail} The written Secrets keep the previous "
                 "token.", record,
@@ -419,11 +464,7 @@ class Reconciler:
     ) -> Outcome:
         """Never make it worse: the Secrets already written stay as they are; retry with back-off."""
         name = spec.name
-        failures = self._failures[name] = self._failures.get(name, 0) + 1
-        delay = min(self.settings.retry_initial * 2 ** (failures - 1), self.settings.retry_max)
-        if not error.retryable:
-            delay = max(delay, min(self.settings.retry_max, self.settings.resync_interval))
-        delay *= self.rng.uniform(0.8, 1.0)
+        delay = self._mint_retry_delay(name, error)
         kept = f" The {len(managed)} Secret(s) already written are left unchanged." if managed else ""
         message = f"{error}{kept} Retrying in {int(delay.total_seconds())}s."
         logger.warning("Credential %s: getting a token failed (%s): %s", name, error.reason, message)
@@ -436,31 +477,85 @@ class Reconciler:
         self._publish(credential, conditions, fields)
         return Outcome(wake_at=now + delay)
 
+    def _mint_retry_delay(self, name: str, error: ProviderError) -> datetime.timedelta:
+        """Exponential back-off per credential for failed mints (longer when trying again cannot help soon)."""
+        failures = self._failures[name] = self._failures.get(name, 0) + 1
+        delay = min(self.settings.retry_initial * 2 ** (failures - 1), self.settings.retry_max)
+        if not error.retryable:
+            delay = max(delay, min(self.settings.retry_max, self.settings.resync_interval))
+        jittered: datetime.timedelta = delay * self.rng.uniform(0.8, 1.0)
+        return jittered
+
+    def _write_retry_delay(self, name: str, retry_after: list[float | None]) -> datetime.timedelta:
+        """Failed writes (and a status that could not be written) are tried again in seconds, doubling per pass
+        that still fails, and never sooner than the API server asked (Retry-After)."""
+        failures = self._write_failures[name] = self._write_failures.get(name, 0) + 1
+        delay: datetime.timedelta = min(_WRITE_RETRY_INITIAL * 2 ** (failures - 1), _WRITE_RETRY_MAX)
+        delay *= self.rng.uniform(0.8, 1.0)
+        asked = datetime.timedelta(seconds=max((s for s in retry_after if s is not None), default=0.0))
+        if asked:  # honoured even when an event wakes the credential sooner (at most a minute)
+            self._not_before[name] = self.clock.now() + min(asked, _WRITE_RETRY_MAX)
+        return max(delay, asked)
+
+    def _api_failed(self, credential: Mapping[str, Any], error: KubeError, now: datetime.datetime) -> Outcome:
+        """A read the reconciliation needs failed (listing namespaces, Secrets or ServiceAccounts): one line in
+        the log, Ready=False saying so, and another try in seconds. What is written stays as it is."""
+        name: str = (credential.get("metadata") or {})["name"]
+        delay = self._write_retry_delay(name, [error.retry_after])
+        message = (f"Could not read the cluster ({error.reason or error.status}: {error.message[:200]}). "
+                   f"Retrying in {int(delay.total_seconds())}s.")
+        logger.warning("Credential %s: %s", name, message)
+        self._publish(credential, [Condition(READY, "False", "ApiUnavailable", message)], {})
+        return Outcome(wake_at=now + delay)
+
     # -- writes -------------------------------------------------------------------------------------
 
-    def _apply(self, action: SecretAction, credential: str) -> FailedNamespace | None:
+    def _apply(self, action: SecretAction, credential: str, desired: SecretContent | None = None
+               ) -> FailedNamespace | None:
         where = f"{action.namespace}/{action.name}"
         try:
             if action.verb == "create":
-                self.kube.create_secret(action.namespace, action.body or {})
+                self._create(action, desired)
             elif action.verb == "patch":
                 self.kube.patch_secret(action.namespace, action.name, action.body or {})
             elif action.verb == "recreate":
                 self.kube.delete_secret(action.namespace, action.name)
-                self.kube.create_secret(action.namespace, action.body or {})
+                self._create(action, desired)
             else:
                 self.kube.delete_secret(action.namespace, action.name)
             metrics.SECRETS_WRITTEN.labels(credential, action.verb).inc()
+        except SecretConflict as conflict:
+            return FailedNamespace(action.namespace, "SecretConflict", str(conflict))
         except KubeError as error:
-            if action.verb in ("create", "recreate") and error.status == 409:
-                return FailedNamespace(
-                    action.namespace, "SecretConflict",
-                    f"Secret {where} exists and is not managed by regcred-operator; it was left alone.",
-                )
             logger.warning("Could not %s Secret %s: %s %s", action.verb, where, error.status, error.reason)
             return FailedNamespace(action.namespace, _failure_reason(error),
-                                   f"Could not {action.verb} Secret {where}: {error.reason or error.status}.")
+                                   f"Could not {action.verb} Secret {where}: {error.reason or error.status}.",
+                                   retry_after=error.retry_after)
         return None
+
+    def _create(self, action: SecretAction, desired: SecretContent | None) -> None:
+        """Create the Secret; when one of that name exists already (409), look before calling it a conflict: our
+        own (a write that raced ours, or a list that lagged) is patched; another's is left alone."""
+        try:
+            self.kube.create_secret(action.namespace, action.body or {})
+            return
+        except KubeError as error:
+            if not error.conflict:
+                raise
+        existing = self.kube.read_secret(action.namespace, action.name)
+        if existing is None:  # gone again in between: the next pass creates it
+            raise KubeError(409, "Conflict", f"Secret {action.namespace}/{action.name} was created and deleted "
+                                             "while being written")
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        if desired is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE or \
+                labels.get(CREDENTIAL_LABEL) != desired.credential:
+            raise SecretConflict(f"Secret {action.namespace}/{action.name} exists and is not managed by "
+                                 "regcred-operator; it was left alone.")
+        if existing.get("type") != dc.SECRET_TYPE:
+            raise KubeError(409, "Conflict", f"Secret {action.namespace}/{action.name} has another type")
+        patch = diff_secret(desired, existing)
+        if patch is not None:
+            self.kube.patch_secret(action.namespace, action.name, patch)
 
     def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str]) -> list[FailedNamespace]:
         target_set = set(targets)
@@ -513,8 +608,10 @@ class Reconciler:
         fields: Mapping[str, Any],
         *,
         minted_event: tuple[str, str] | None = None,
-    ) -> None:
-        """Write status only when it changed; post Events on Ready transitions and on new tokens."""
+    ) -> bool:
+        """Write status only when it changed; post Events on Ready transitions and on new tokens.
+
+        False when the status could not be written (then no Event either: it is all tried again soon)."""
         metadata = credential.get("metadata") or {}
         current: Mapping[str, Any] = self._published.get(metadata["name"]) or credential.get("status") or {}
         now = format_time(self.clock.now())
@@ -537,7 +634,9 @@ class Reconciler:
                 self.kube.patch_credential_status(metadata["name"], status)
             except KubeError as error:
                 if not error.not_found:
-                    raise
+                    logger.warning("Could not write the status of credential %s: %s %s", metadata.get("name"),
+                                   error.status, error.reason)
+                    return False
             self._published[metadata["name"]] = {**current, **status}
         before, after = find_condition(current, READY), find_condition(status, READY)
         events = []
@@ -556,6 +655,7 @@ class Reconciler:
                 self.post_credential_event(credential, type_, reason, message, now)
             except KubeError as error:  # an Event is a courtesy: never fail a reconciliation for one
                 logger.warning("Could not post Event %s for %s: %s", reason, metadata.get("name"), error.reason)
+        return True
 
     def publish_condition(self, credential: Mapping[str, Any], condition: Condition) -> bool:
         """Set one condition on a credential's status (for remediation's findings), through the same record
@@ -578,6 +678,10 @@ class Reconciler:
         """An Event about a credential (cluster-scoped: it goes to the events namespace). Failures propagate."""
         self.kube.post_event(credential, api_version=f"{GROUP}/{VERSION}", kind=KIND, type_=type_, reason=reason,
                              message=message, namespace=self.settings.events_namespace, now=now)
+
+
+class SecretConflict(Exception):
+    """A Secret of the wanted name exists and is someone else's: it is left alone and reported."""
 
 
 class VerificationFailed(ProviderError):
@@ -608,6 +712,11 @@ def _failure_reason(error: KubeError) -> str:
     if error.status == 403:
         return "Forbidden"
     return error.reason if error.reason and error.reason.isalpha() else "WriteFailed"
+
+
+def _still_valid(token: Token, now: datetime.datetime) -> bool:
+    """Whether a token in hand may still be served while a new one cannot be had (a minute to spare)."""
+    return token.expires_at is None or token.expires_at - now > datetime.timedelta(minutes=1)
 
 
 def _token_message(token: Token) -> str:

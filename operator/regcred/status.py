@@ -62,6 +62,7 @@ class FailedNamespace:
     namespace: str
     reason: str  # CamelCase: SecretConflict, Forbidden, WriteFailed, ...
     message: str
+    retry_after: float | None = dataclasses.field(default=None, compare=False)  # what the API server asked
 
     def as_status(self) -> dict[str, str]:
         return {"namespace": self.namespace, "reason": self.reason, "message": self.message}

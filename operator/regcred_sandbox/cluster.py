@@ -215,16 +215,19 @@ class EmulatedCluster:
             name: str | None = None,
             *,
             message: str | None = None,
+            stall: float = 0.0,
+            user_agent: str | None = None,
     ) -> Fault:
         """
         Answer the next ``times`` matching requests (``None``: all) with ``status`` and a Status body.
 
-        The write is not applied. ``method`` is an HTTP method or a Kubernetes verb;
-        ``resource`` a plural, optionally with its group and subresource: ``pods/status``,
-        ``regcredentials.regcred.dev``. A plural also matches its subresources.
+        The write is not applied. ``stall`` holds each answer that many seconds first (status 0: then
+        serves the request as usual); ``user_agent`` limits it to one client's requests. ``method`` is an
+        HTTP method or a Kubernetes verb; ``resource`` a plural, optionally with its group and subresource:
+        ``pods/status``, ``regcredentials.regcred.dev``. A plural also matches its subresources.
         """
         fault = Fault(status=status, method=method, resource=resource, namespace=namespace, name=name,
-                      times=times, message=message)
+                      times=times, message=message, stall=stall, user_agent=user_agent)
         self.server.add_fault(fault)
         return fault
 

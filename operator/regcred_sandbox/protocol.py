@@ -4,6 +4,7 @@ The HTTP side of the emulated API server: parsed requests, Status errors, record
 
 import dataclasses
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,21 +60,28 @@ class RequestRecord:
     path: str = ''
     params: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the query: selectors, watch, ...
     user_agent: str = ''  # tells the operator's requests from a test's own
+    # When it was answered (time.monotonic); not part of a record's identity.
+    at: float = dataclasses.field(default_factory=time.monotonic, compare=False)
 
 
 @dataclasses.dataclass
 class Fault:
-    """Answer the next ``times`` matching requests with ``status`` instead of serving them."""
+    """Answer the next ``times`` matching requests with ``status`` instead of serving them; with ``stall``,
+    hold each of them that many seconds first (a half-open connection), and with status 0 then serve it."""
     status: int = 500
+    stall: float = 0.0
     method: str | None = None  # an HTTP method (PATCH) or a Kubernetes verb (patch, list, watch)
     resource: str | None = None  # "secrets", "pods/status", "regcredentials.regcred.dev"
     namespace: str | None = None
     name: str | None = None
     times: int | None = 1  # None: forever
     message: str | None = None
+    user_agent: str | None = None  # only requests whose User-Agent starts with this (one client's, not kopf's)
     hits: int = 0
 
     def matches(self, request: 'ApiRequest') -> bool:
+        if self.user_agent is not None and not request.raw.headers.get('User-Agent', '').startswith(self.user_agent):
+            return False
         if self.method is not None and self.method.lower() not in (request.method.lower(), request.verb):
             return False
         if self.resource is not None:

@@ -246,7 +246,9 @@ class ApiServer(kmock.KubernetesEmulator):
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             fault = self._take_fault(request)
-            if fault is not None:
+            if fault is not None and fault.stall > 0:
+                await asyncio.sleep(fault.stall)
+            if fault is not None and fault.status:
                 raise ApiError(fault.status, fault.message or f"Injected fault: HTTP {fault.status}")
             response = await self._serve(request)
         except ApiError as e:

@@ -187,7 +187,7 @@ def test_before_expiry_sets_the_refresh_time(aws: Cluster, operator: OperatorFac
     eventually(lambda: _equal(runtime.reconciler.provider_calls, 2))
 
 
-def test_a_failed_mint_leaves_secrets_untouched_and_retries(
+def test_a_provider_outage_keeps_serving_the_valid_token_and_never_touches_what_is_written(
     aws: Cluster, operator: OperatorFactory, moto_url: str
 ) -> None:
     clock = ManualClock(START)
@@ -201,18 +201,38 @@ def test_a_failed_mint_leaves_secrets_untouched_and_retries(
     eventually(lambda: _equal(aws.condition("ecr")["reason"], "InvalidSourceSecret"))
     message = aws.condition("ecr")["message"]
     assert "AWS_ACCESS_KEY_ID" in message
-    assert "left unchanged" in message
+    assert "valid until 2015-01-01T00:00:00Z and is still served" in message
+    assert aws.condition("ecr", "TokenReady")["status"] == "False"
     assert {ns: (s.data, s.metadata.resource_version) for ns, s in aws.secrets(SELECTOR).items()} == before
     assert "example-secret-access-key" not in str(aws.credential("ecr")["status"])
+
+    # The held token has hours left: a new namespace and a deleted Secret are served with it meanwhile.
+    aws.namespace("batch", {"pulls-from": "ecr"})
+    aws.core.delete_namespaced_secret("ecr-pull", "api")
+    eventually(lambda: _equal({ns: s.data for ns, s in aws.secrets(SELECTOR).items()},
+                              {ns: before["web"][0] for ns in ("web", "api", "batch")}))
+    assert aws.secrets(SELECTOR)["web"].metadata.resource_version == before["web"][1]
 
     calls = runtime.reconciler.provider_calls
     clock.advance(datetime.timedelta(minutes=10))  # past the back-off: tried again
     eventually(lambda: _greater(runtime.reconciler.provider_calls, calls))
 
     aws.core.patch_namespaced_secret("aws-keys", "regcred-system", {"data": {"AWS_ACCESS_KEY_ID": "QUtJQUVYQU1QTEU="}})
-    clock.advance(datetime.timedelta(minutes=10))
+    clock.advance(datetime.timedelta(seconds=3))  # the provider is back: within one back-off (at most 2 s here)
     eventually(lambda: _equal(aws.condition("ecr")["status"], "True"))
     eventually(lambda: _equal(minted_times(aws) - {"2014-12-31T12:00:00Z"} != set(), True))
+    after = {ns: (s.data, s.metadata.resource_version) for ns, s in aws.secrets(SELECTOR).items()}
+
+    # Broken again until the token has expired: nothing valid is left to serve, what is written stays.
+    aws.core.patch_namespaced_secret("aws-keys", "regcred-system", {"data": {"AWS_ACCESS_KEY_ID": None}})
+    clock.advance(datetime.timedelta(hours=4))
+    eventually(lambda: _assert("left unchanged" in aws.condition("ecr")["message"]))
+    assert aws.condition("ecr", "TokenReady")["status"] == "False"
+    assert {ns: (s.data, s.metadata.resource_version) for ns, s in aws.secrets(SELECTOR).items()} == after
+
+
+def _assert(value: bool) -> None:
+    assert value
 
 
 def _equal(actual: object, expected: object) -> None:

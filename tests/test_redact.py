@@ -52,7 +52,8 @@ def test_base64_inside_a_longer_base64_text() -> None:
 
 
 def test_lines_of_a_multi_line_secret() -> None:
-    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----"
+    pem = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7\n"
+           "-----END PRIVATE KEY-----")
     text = "could not parse MIIEvQIBADANBgkqhkiG9w0BAQEFAASC BKcwggSjAgEAAoIBAQC7"  # the lines, joined by a space
     assert redact(text, [pem]) == f"could not parse {MARKER} {MARKER}"
 

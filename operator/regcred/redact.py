@@ -154,6 +154,11 @@ class HeldSecrets:
             if self._held.pop(owner, None) is not None:
                 self._needles = None
 
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+            self._needles = None
+
     def needles(self) -> Needles:
         with self._lock:
             if self._needles is None:

@@ -53,9 +53,10 @@ def test_scrubbed_before_cut() -> None:
     """A secret that straddles the limit is replaced whole, so no prefix of it survives the cut."""
     text = "x" * 190 + f" token {PAT} rejected"
     cut = redact(text, [PAT], limit=200)
-    assert len(cut) == 200 and cut.endswith(ELLIPSIS)
+    assert len(cut) <= 200 and cut.endswith(ELLIPSIS)
     assert not any(PAT[:n] in cut for n in range(4, len(PAT) + 1))
     assert redact("short", [PAT], limit=200) == "short"
+    assert redact(f"{'x' * 185} {PAT}", [PAT], limit=190) == "x" * 185 + f" {ELLIPSIS}"  # no half marker
 
 
 def test_overlapping_and_adjacent_secrets_become_one_marker() -> None:

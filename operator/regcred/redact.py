@@ -117,7 +117,11 @@ def _redact(text: str, given: Needles, limit: int | None = None) -> str:
         parts.append(text[end:])
         text = "".join(parts)
     if limit is not None and len(text) > limit:
-        text = text[: limit - len(ELLIPSIS)] + ELLIPSIS
+        cut = limit - len(ELLIPSIS)
+        marker = text.find(MARKER, max(cut - len(MARKER) + 1, 0))
+        if marker != -1 and marker < cut:
+            cut = marker  # a marker cut in half would only puzzle a reader
+        text = text[:cut] + ELLIPSIS
     return text
 
 

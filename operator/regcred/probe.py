@@ -576,6 +576,7 @@ class _Run:
         return _shorten(text, self.secrets, [self.credentials] if self.credentials else ())
 
     def errors(self, response: _Answer | None) -> tuple[list[str], str]:
+        """The registry's error codes and message (:func:`_errors`), the message scrubbed and shortened."""
         codes, message = _errors(response)
         return codes, self.shorten(message)
 
@@ -669,7 +670,7 @@ class _Run:
             return f"{status} {answer.headers['Docker-Content-Digest']}"
         if status == 200 and what == "token":
             return "200 token issued"
-        codes, _ = self.errors(answer)
+        codes, _ = _errors(answer)
         return f"{status} {' '.join(codes)}" if codes else f"{status} {answer.reason}".rstrip()
 
     def note(self, line: str) -> None:
@@ -742,7 +743,8 @@ def _same_host_no_downgrade(source: str, target: str) -> bool:
 
 
 def _errors(response: _Answer | None) -> tuple[list[str], str]:
-    """The registry's error codes and first message from a distribution-style ``{"errors": [...]}`` body."""
+    """The registry's error codes and first message from a distribution-style ``{"errors": [...]}`` body; the
+    message whole, for the caller to scrub before it is shortened."""
     if response is None:
         return [], ""
     try:

@@ -173,7 +173,6 @@ class HeldSecrets:
 HELD = HeldSecrets()
 
 
-
 def redact_json(value: Any, secrets: Iterable[str] = (), *, credentials: Iterable[Credentials] = ()) -> Any:
     """``value`` (JSON: dicts, lists, strings, numbers) with :func:`redact` applied to every string."""
     given = Needles(_needles_of(secrets, credentials))

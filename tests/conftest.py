@@ -39,6 +39,16 @@ _AMBIENT_ENV = (
 )
 
 
+@pytest.fixture(autouse=True)
+def nothing_held() -> Iterator[None]:
+    """The secrets an operator held (regcred.redact.HELD) die with its process: here, with its test (a short
+    test password such as "wrong" would otherwise be hidden from every later test's messages)."""
+    from regcred.redact import HELD
+
+    yield
+    HELD.clear()
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -62,7 +62,8 @@ from regcred.fanout import EXPIRATION_ANNOTATION, format_time, parse_time
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
 from regcred.models import CredentialSpec, SpecError, parse_credential
-from regcred.probe import Credentials, Prober, ProbeResult, Verdict
+from regcred.probe import Prober, ProbeResult, Verdict
+from regcred.redact import Credentials, map_strings, redact
 from regcred.status import CREDENTIAL_REJECTED
 from regcred.workloads import (
     REMEDIATED_ANNOTATION,
@@ -105,15 +106,13 @@ def printable(text: str, *, one_line: bool = True) -> str:
     return _CONTROL.sub("", text)
 
 
-def printable_json(value: Any) -> Any:
-    """``value`` (a report's JSON) with :func:`printable` applied to every string, keeping tabs and newlines."""
-    if isinstance(value, str):
-        return printable(value, one_line=False)
-    if isinstance(value, dict):
-        return {printable_json(k): printable_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [printable_json(v) for v in value]
-    return value
+def shown(text: str, credentials: Sequence[Credentials], *, one_line: bool = True, limit: int | None = None) -> str:
+    """``text`` as the report shows it: :func:`printable`, then without the Secrets' ``credentials`` (user
+    names too: the report names Secrets, never who they log in as), then cut to ``limit``."""
+    text = printable(text, one_line=one_line)
+    for username, _ in credentials:
+        text = text.replace(f"user {username!r}", "the Secret's user")
+    return redact(text, [username for username, _ in credentials], credentials=credentials, limit=limit)
 
 
 EXIT_HEALTHY, EXIT_STUCK, EXIT_ERROR = 0, 1, 2
@@ -241,15 +240,16 @@ class ContainerReport:
         return None
 
     def to_json(self) -> dict[str, Any]:
+        """The report as `regcred doctor -o json` prints it: every string as :meth:`shown` shows it."""
         probe = self.probe or self.anonymous
-        return {
+        report = {
             "namespace": self.namespace,
             "pod": self.pod,
             "container": self.container,
             "image": self.image,
             "kubelet": {
                 "reason": self.kubelet.reason,
-                "message": self.scrubbed(self.kubelet.message),
+                "message": self.kubelet.message,
                 "source": self.kubelet.source,
                 "category": str(self.kubelet.classification.category),
                 "ambiguous": self.kubelet.classification.ambiguous,
@@ -275,32 +275,19 @@ class ContainerReport:
             ],
             "probe": None if probe is None else {
                 "verdict": str(probe.verdict),
-                "detail": self.scrubbed(probe.detail),
+                "detail": probe.detail,
                 "secret": self.probe_secret if self.probe is not None else None,
             },
             "target": self.target,
-            "verdict": self.scrubbed_view(self.verdict),
-            "decisions": [self.scrubbed_view(v) for v in self.views],
+            "verdict": self.verdict.to_json(),
+            "decisions": [v.to_json() for v in self.views],
         }
+        shown_report: dict[str, Any] = map_strings(report, lambda text: self.shown(text, one_line=False))
+        return shown_report
 
-    def scrubbed_view(self, view: OperatorView) -> dict[str, Any]:
-        return {k: self.scrubbed(v) if isinstance(v, str) else v for k, v in view.to_json().items()}
-
-    def scrubbed(self, text: str) -> str:
-        return scrub(text, [s.credentials for s in self.secrets if s.credentials])
-
-
-def scrub(text: str, credentials: Sequence[Credentials]) -> str:
-    """Belt and braces over the probe's own scrubbing: no user name or password in what we print."""
-    for username, password in credentials:
-        for value in (password, base64.b64encode(f"{username}:{password}".encode()).decode()):
-            if len(value) >= 4:
-                text = text.replace(value, "<redacted>")
-        if username:
-            text = text.replace(f"user {username!r}", "the Secret's user")
-            if len(username) >= 3:
-                text = text.replace(username, "<user>")
-    return text
+    def shown(self, text: str, *, one_line: bool = True, limit: int | None = None) -> str:
+        """Belt and braces over the probe's own scrubbing: see :func:`shown`."""
+        return shown(text, [s.credentials for s in self.secrets if s.credentials], one_line=one_line, limit=limit)
 
 
 # -- reading the cluster -----------------------------------------------------------------------
@@ -711,7 +698,7 @@ def human_fix(report: ContainerReport, view: OperatorView) -> str:
     if cause is Category.NOT_FOUND and not decision.ambiguous:
         probe = report.probe or report.anonymous
         if probe is not None and probe.verdict is Verdict.NOT_FOUND:
-            return f"Fix the image reference: {report.scrubbed(probe.detail).rstrip('.')}; restarting will not help."
+            return f"Fix the image reference: {probe.detail.rstrip('.')}; restarting will not help."
         what = f"digest {ref.digest}" if ref.digest else f"tag {ref.tag}"
         return f"Fix the image reference: the {what} of {ref.name} does not exist; restarting will not help."
     if cause in CREDENTIAL_CATEGORIES or decision.ambiguous or cause is Category.UNKNOWN:
@@ -800,8 +787,7 @@ def steps(report: ContainerReport, now: datetime.datetime) -> list[tuple[str, st
         nuance = ", ambiguous: missing and private look alike" if verdict.ambiguous else ""
         evidence = f" ({verdict.evidence})" if verdict.evidence else ""
         mark = WARN if verdict.category is Category.UNKNOWN or verdict.ambiguous else BAD
-        message = printable(report.scrubbed(report.kubelet.message))  # before cutting: no half sequence
-        shown = message if len(message) <= _MESSAGE_SHOWN else message[: _MESSAGE_SHOWN - 1] + "…"
+        shown = report.shown(report.kubelet.message, limit=_MESSAGE_SHOWN)
         lines.append((mark, "kubelet", f"{verdict.category}{nuance}{evidence}, from the {report.kubelet.source}"))
         lines.append(("", "", f"“{shown}”"))
     else:
@@ -840,9 +826,9 @@ def steps(report: ContainerReport, now: datetime.datetime) -> list[tuple[str, st
         lines.append(_secret_line(check, report, now))
 
     if report.probe is not None:
-        detail = report.scrubbed(report.probe.detail)
         mark = OK if report.probe.ok else BAD
-        lines.append((mark, "probe", f"{report.probe.verdict} with Secret {report.probe_secret}: {detail}"))
+        probed = f"{report.probe.verdict} with Secret {report.probe_secret}"
+        lines.append((mark, "probe", f"{probed}: {report.probe.detail}"))
     elif ref is not None:
         lines.append((WARN, "probe", "no credential for this registry, so only the anonymous probe above"))
 
@@ -852,12 +838,12 @@ def steps(report: ContainerReport, now: datetime.datetime) -> list[tuple[str, st
         by = f"RegistryCredential {view.credential}" if view.credential else "no RegistryCredential"
         lines.append((BAD, "cause", f"{decision.cause}{nuance}"))
         lines.append((WARN if decision.action is Action.REMEDIATE else BAD, "operator",
-                      f"{decision.action} ({by}): {report.scrubbed(decision.why)}"))
+                      f"{decision.action} ({by}): {decision.why}"))
         for done in view.done:
             lines.append((OK, "done", done))
         if view.credential is not None:
             lines.append(("", "", f"next: {view.next}"))
-        lines.append((WARN, "fix", report.scrubbed(view.fix)))
+        lines.append((WARN, "fix", view.fix))
     return lines
 
 
@@ -898,17 +884,17 @@ def _secret_line(check: SecretCheck, report: ContainerReport, now: datetime.date
 
 
 def render_text(reports: Sequence[ContainerReport], out: TextIO, now: datetime.datetime) -> None:
-    """The report for people; every line goes through :func:`printable` (kubelet, registry and tenant text)."""
+    """The report for people; every line goes through :func:`shown` (kubelet, registry and tenant text)."""
     for index, report in enumerate(reports):
         if index:
             out.write("\n")
         header = f"Pod {report.namespace}/{report.pod}, container {report.container}: {report.kubelet.reason}"
-        out.write(printable(header) + "\n")
+        out.write(report.shown(header) + "\n")
         for mark, step, finding in steps(report, now):
             if not mark:
-                out.write(printable(f"{'':<19}{finding}") + "\n")
+                out.write(report.shown(f"{'':<19}{finding}") + "\n")
             else:
-                out.write(printable(f"  {mark} {step + ':':<14} {finding}") + "\n")
+                out.write(report.shown(f"  {mark} {step + ':':<14} {finding}") + "\n")
     pods = len({(r.namespace, r.pod) for r in reports})
     out.write(f"\n{len(reports)} container{'s' if len(reports) != 1 else ''} in {pods} pod{'s' if pods != 1 else ''} "
               "stuck pulling.\n")
@@ -1006,8 +992,8 @@ def run_doctor(
         return EXIT_ERROR
 
     if output == "json":
-        # json.dumps escapes control characters anyway; printable_json keeps them out of the decoded text too.
-        out.write(json.dumps(printable_json([r.to_json() for r in reports]), indent=2) + "\n")
+        # json.dumps escapes control characters anyway; to_json keeps them out of the decoded text too.
+        out.write(json.dumps([r.to_json() for r in reports], indent=2) + "\n")
     elif reports:
         render_text(reports, out, now)
     elif pod is not None:

@@ -19,11 +19,13 @@ import urllib3
 
 from regcred import GROUP, PLURAL, VERSION
 from regcred.providers.base import ProviderError, SourceSecretNotFound
+from regcred.redact import redact
 
 JSON = "application/json"
 USER_AGENT = "regcred-operator"
 MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_TIMEOUT = (10.0, 30.0)  # (connect, read) seconds; REGCRED_API_TIMEOUT_SECONDS sets the read part
+MAX_EVENT_MESSAGE = 1024  # what the API server keeps of an Event's message
 
 
 class KubeError(Exception):
@@ -209,7 +211,8 @@ class KubeApi:
         self, obj: Mapping[str, Any], *, api_version: str, kind: str, type_: str, reason: str, message: str,
         namespace: str, now: str,
     ) -> None:
-        """An Event about any object (a credential, a workload, a pod); the message must be free of secret values.
+        """An Event about any object (a credential, a workload, a pod); the message is scrubbed of the secrets
+        the operator holds (regcred.redact.HELD), then cut to the 1024 characters an Event keeps.
 
         ``api_version`` and ``kind`` come from the caller, which knows what it read: an item of a LIST carries
         neither (only the List does), and ``kubectl describe`` finds an object's Events by involvedObject kind,
@@ -235,7 +238,7 @@ class KubeApi:
             "involvedObject": involved,
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": redact(message, limit=MAX_EVENT_MESSAGE),
             "source": {"component": "regcred-operator"},
             "reportingComponent": "regcred-operator",
             "firstTimestamp": now,

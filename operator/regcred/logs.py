@@ -7,6 +7,10 @@ Kubernetes client every Secret it reads. No log level of the operator may print 
 libraries are held at INFO or above whatever the operator's own level is: their loggers' levels are
 raised, and the root handlers drop any of their records below INFO that still get through (a child
 logger somebody set to DEBUG on its own).
+
+Whatever gets logged, by the operator or a library, is scrubbed of the secrets the operator holds
+(regcred.redact.HELD) by a filter on the root handlers and on kopf's object logger, whose own handler posts
+records as Kubernetes Events.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from __future__ import annotations
 import logging
 
 import kopf
+
+from regcred.redact import HELD, redact
 
 # Libraries that log request/response bodies, headers or credentials at DEBUG.
 QUIET_LOGGERS: tuple[str, ...] = (
@@ -46,6 +52,29 @@ class QuietLibraries(logging.Filter):
         return record.levelno >= QUIET_LEVEL or not _quiet(record.name)
 
 
+class RedactHeld(logging.Filter):
+    """Hides the held secrets in a log record: its message (arguments merged in) and its traceback.
+
+    Records are shared by every handler that sees them: the record itself is changed.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        needles = HELD.needles()
+        if not needles:
+            return True
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a broken format string is logging's to report
+            return True
+        if needles.spans(message):
+            record.msg, record.args = redact(message), ()
+        if record.exc_info:
+            traceback = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            if needles.spans(traceback):
+                record.exc_text, record.exc_info = redact(traceback), None
+        return True
+
+
 def quiet_libraries() -> None:
     """Hold every library of QUIET_LOGGERS at INFO or above, whatever the root logger's level."""
     for name in QUIET_LOGGERS:
@@ -61,7 +90,16 @@ def quiet_libraries() -> None:
             handler.addFilter(QuietLibraries())
 
 
+def redact_held() -> None:
+    """Scrub every record the root handlers and kopf's Event poster (on the ``kopf.objects`` logger) see."""
+    for filtered in (*logging.getLogger().handlers, logging.getLogger("kopf.objects")):
+        if not any(isinstance(f, RedactHeld) for f in filtered.filters):
+            filtered.addFilter(RedactHeld())
+
+
 def configure(*, verbose: bool = False, debug: bool = False) -> None:
-    """Logging as `regcred run --verbose/--debug` sets it up: kopf's, then the libraries held at INFO."""
+    """Logging as `regcred run --verbose/--debug` sets it up: kopf's, then the libraries held at INFO, then
+    the held secrets scrubbed."""
     kopf.configure(verbose=verbose, debug=debug)
     quiet_libraries()
+    redact_held()

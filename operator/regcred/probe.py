@@ -36,6 +36,8 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from regcred.imageref import ImageRef
 from regcred.imageref import parse as parse_image
+from regcred.redact import Credentials as Credentials  # (username, password), as callers import it from here
+from regcred.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,6 @@ _TEXT_LIMIT = 200
 
 _REDIRECTS = 5  # hops a token request with credentials may take (on the same host)
 
-Credentials = tuple[str, str]  # (username, password)
 
 # Token services that live on another host than their registry, as the registries document them (the
 # registrable-domain rule admits these too; listed so that they never depend on it).
@@ -394,9 +395,7 @@ class _Run:
         if self.credentials and (basic or (default_basic and not challenges)) and ("basic",) not in self.tried:
             self.tried.add(("basic",))
             user, password = self.credentials
-            encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
-            self.secrets.add(encoded)
-            return f"Basic {encoded}"
+            return f"Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}"
         return None
 
     def fetch_token(self, realm: str, service: str | None, scope: str) -> str:
@@ -405,7 +404,7 @@ class _Run:
             params["service"] = service
         refusal = self.prober.realm_refusal(self.host, realm, credentials=bool(self.credentials))
         if refusal is not None:
-            self.note(f"GET {_shorten(_redact_url(realm)) if _parses(realm) else '<invalid realm>'} → not sent")
+            self.note(f"GET {self.shorten(_redact_url(realm)) if _parses(realm) else '<invalid realm>'} → not sent")
             raise _Done(self.result(Verdict.OTHER, None, refusal))
         auth = HTTPBasicAuth(*self.credentials) if self.credentials else None
         sent = f" as {self.who}" if self.credentials else " anonymously"
@@ -421,9 +420,9 @@ class _Run:
             except ValueError:
                 target = location
             if not _same_host_no_downgrade(url, target):
-                where = _shorten(_redact_url(target)) if _parses(target) else repr(_shorten(target))
+                where = self.shorten(_redact_url(target)) if _parses(target) else repr(self.shorten(target))
                 detail = (
-                    f"The token service {_shorten(_redact_url(realm))} redirected the token request to {where}: "
+                    f"The token service {self.shorten(_redact_url(realm))} redirected the token request to {where}: "
                     "credentials are not sent to another host or over a downgraded connection; nothing was sent there"
                 )
                 raise _Done(self.result(Verdict.OTHER, response, detail + "."))
@@ -441,14 +440,14 @@ class _Run:
             raise _Done(self.result(Verdict.OTHER, response, f"The token service {_redact_url(realm)} gave no token."))
         stage = f"The token service {_redact_url(realm)}"
         if response.status_code == 401:
-            codes, message = _errors(response)
+            codes, message = self.errors(response)
             if self.credentials:
                 detail = f"{stage} rejected the credentials of {self.who} for {self.ref.name}"
             else:
                 detail = f"{stage} refused an anonymous token for {self.ref.name}: the registry needs credentials"
             raise _Done(self.result(Verdict.UNAUTHORIZED, response, _sentence(detail, message), codes))
         if response.status_code == 403:
-            codes, message = _errors(response)
+            codes, message = self.errors(response)
             detail = f"{stage} denied {self.who} access to {self.ref.name}"
             raise _Done(self.result(Verdict.FORBIDDEN, response, _sentence(detail, message), codes))
         raise _Done(self.classify(response, stage=f"{stage} answered"))
@@ -466,7 +465,7 @@ class _Run:
         if status == 429 or status >= 500:
             return self.classify(head, stage=f"{self.host} answered the manifest request")
         # HEAD has no body, so the registry's error code needs the same request as a GET.
-        codes, message = _errors(self.send_extra("GET", url, authorization=authorization))
+        codes, message = self.errors(self.send_extra("GET", url, authorization=authorization))
         if status == 401:
             challenge = next(iter(parse_www_authenticate(head.headers.get("WWW-Authenticate", ""))), None)
             why = f" ({challenge.error})" if challenge and challenge.error else ""
@@ -504,7 +503,7 @@ class _Run:
         response = self.send_extra("GET", url, params={"n": str(_TAGS_SHOWN)}, authorization=authorization)
         if response is None:
             return plain, codes, message
-        list_codes, list_message = _errors(response)
+        list_codes, list_message = self.errors(response)
         if response.status_code == 404 and "NAME_UNKNOWN" in list_codes:
             return f"repository {self.ref.repository} does not exist on {self.host}", list_codes, list_message
         if response.status_code != 200:
@@ -530,7 +529,7 @@ class _Run:
         """A result for statuses whose meaning does not depend on the step: 401, 403, 429, 5xx, others."""
         status = response.status_code
         if codes is None:
-            codes, message = _errors(response)
+            codes, message = self.errors(response)
         if status == 429:
             hints = [
                 f"{name}: {response.headers[name]}"
@@ -570,10 +569,16 @@ class _Run:
         )
 
     def scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if len(secret) >= 4:  # a tiny "secret" would blank out ordinary words
-                text = text.replace(secret, "<redacted>")
-        return text
+        return redact(text, self.secrets, credentials=[self.credentials] if self.credentials else ())
+
+    def shorten(self, text: str) -> str:
+        """A registry's text on one line, scrubbed, and only then cut (a cut secret could not be found)."""
+        return _shorten(text, self.secrets, [self.credentials] if self.credentials else ())
+
+    def errors(self, response: _Answer | None) -> tuple[list[str], str]:
+        """The registry's error codes and message (:func:`_errors`), the message scrubbed and shortened."""
+        codes, message = _errors(response)
+        return codes, self.shorten(message)
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -660,7 +665,7 @@ class _Run:
     def summary(self, answer: _Answer, what: str) -> str:
         status = answer.status_code
         if status == 401 and answer.headers.get("WWW-Authenticate"):
-            return f"401 {_shorten(answer.headers['WWW-Authenticate'])}"
+            return f"401 {self.shorten(answer.headers['WWW-Authenticate'])}"
         if 200 <= status < 300 and "Docker-Content-Digest" in answer.headers:
             return f"{status} {answer.headers['Docker-Content-Digest']}"
         if status == 200 and what == "token":
@@ -738,7 +743,8 @@ def _same_host_no_downgrade(source: str, target: str) -> bool:
 
 
 def _errors(response: _Answer | None) -> tuple[list[str], str]:
-    """The registry's error codes and first message from a distribution-style ``{"errors": [...]}`` body."""
+    """The registry's error codes and first message from a distribution-style ``{"errors": [...]}`` body; the
+    message whole, for the caller to scrub before it is shortened."""
     if response is None:
         return [], ""
     try:
@@ -750,11 +756,11 @@ def _errors(response: _Answer | None) -> tuple[list[str], str]:
         # Token services often answer {"details": "..."} or {"error": "..."}.
         if isinstance(body, dict):
             text = body.get("details") or body.get("error_description") or body.get("error") or body.get("message")
-            return [], _shorten(str(text)) if text else ""
+            return [], str(text) if text else ""
         return [], ""
     codes = [str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code")]
     messages = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
-    return codes, _shorten(messages[0]) if messages else ""
+    return codes, messages[0] if messages else ""
 
 
 def _sentence(detail: str, message: str) -> str:
@@ -762,9 +768,8 @@ def _sentence(detail: str, message: str) -> str:
     return f"{detail} (registry says: {message})." if message else f"{detail}."
 
 
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _TEXT_LIMIT else text[: _TEXT_LIMIT - 1] + "…"
+def _shorten(text: str, secrets: Iterable[str] = (), credentials: Iterable[Credentials] = ()) -> str:
+    return redact(" ".join(text.split()), secrets, credentials=credentials, limit=_TEXT_LIMIT)
 
 
 _SECRET_PARAM = re.compile(r"token|password|passwd|secret|signature|sig|credential|key|code", re.IGNORECASE)

@@ -36,6 +36,7 @@ from regcred.kube import KubeApi, KubeError
 from regcred.models import CredentialSpec, SpecError, parse_credential, provider_key
 from regcred.probe import Prober
 from regcred.providers import Provider, ProviderError, Token, provider_for
+from regcred.redact import HELD, redact_json
 from regcred.status import (
     CREDENTIAL_REJECTED,
     MAX_FAILED_NAMESPACES,
@@ -214,6 +215,8 @@ class Reconciler:
         refresh_failure: ProviderError | None = None
         try:
             held, minted = self._token_for(spec, provider, phash, previous, now)
+            # Status, Events and log lines hide it from now on (a registry or a probe may echo it).
+            HELD.hold(name, credentials=[(held.token.username, held.token.password)])
             if minted and verify_image is not None:
                 verification = self._verify(verify_image, held.token, now)
         except ProviderError as error:
@@ -225,6 +228,7 @@ class Reconciler:
             # repaired Secrets); only the mint waits for its back-off. Not for what a person keeps in a Secret
             # (static, a PAT): when that cannot be read, nothing vouches for the old content any more.
             held, minted, refresh_failure = previous, False, error
+            HELD.hold(name, credentials=[(held.token.username, held.token.password)])
         else:
             self._failures.pop(name, None)
         self._held[name] = held
@@ -342,6 +346,7 @@ class Reconciler:
             self._published.pop(name, None)
             self.serving.pop(name, None)
         metrics.forget(name)
+        HELD.forget(name)
         logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
 
     # -- tokens ------------------------------------------------------------------------------------
@@ -620,7 +625,7 @@ class Reconciler:
             "observedGeneration": generation,
             "conditions": merge_conditions(current.get("conditions") or [], conditions, now=now,
                                            generation=generation),
-            **fields,
+            **redact_json(fields),
         }
         provider = provider_key((credential.get("spec") or {}).get("provider") or {})
         if provider:

@@ -37,9 +37,10 @@ from regcred.diagnosis import (
 )
 from regcred.fanout import format_time
 from regcred.imageref import ImageRef
-from regcred.kube import KubeApi, KubeError
+from regcred.kube import MAX_EVENT_MESSAGE, KubeApi, KubeError
 from regcred.probe import Prober, ProbeResult
 from regcred.reconcile import Reconciler, Serving
+from regcred.redact import redact
 from regcred.status import CREDENTIAL_REJECTED, MAX_REJECTION_SAMPLE, Condition
 from regcred.workloads import (
     KINDS,
@@ -414,9 +415,10 @@ class Remediator:
                 evidence[1].append(where)
             pods = list(evidence[1])
         sample = ", ".join(pods[:MAX_REJECTION_SAMPLE]) + (", ..." if len(pods) > MAX_REJECTION_SAMPLE else "")
-        message = (f"The registry ({hosts}) rejects the credential in place (revision {serving.revision[:12]}): "
-                   f"{len(pods)} pod(s) failed with it, e.g. {sample}; {decision.why} Fix the credential's source; "
-                   "no workload is restarted for this revision.")[:1024]
+        message = redact(f"The registry ({hosts}) rejects the credential in place (revision {serving.revision[:12]}): "
+                         f"{len(pods)} pod(s) failed with it, e.g. {sample}; {decision.why} Fix the credential's "
+                         "source; no workload is restarted for this revision.",
+                         credentials=[(serving.token.username, serving.token.password)], limit=MAX_EVENT_MESSAGE)
         self.reconciler.rejected[serving.name] = serving.revision
         metrics.CREDENTIAL_REJECTED.labels(serving.name).set(1)
         try:

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from regcred.redact import redact
+
 # Conditions. `Ready` summarises the finer ones.
 READY = "Ready"
 TOKEN_READY = "TokenReady"  # noqa: S105 - a valid token is in hand (freshly minted or reused from the written Secrets)
@@ -17,6 +19,7 @@ CREDENTIAL_REJECTED = "CredentialRejected"
 MAX_REJECTION_SAMPLE = 5  # pods named as evidence in the CredentialRejected condition
 
 MAX_FAILED_NAMESPACES = 50  # a bounded sample: status is no place for thousands of names
+MAX_MESSAGE = 32_768  # metav1.Condition's limit on a message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +33,10 @@ class Condition:
 def merge_conditions(
     current: Sequence[Mapping[str, Any]], new: Sequence[Condition], *, now: str, generation: int | None
 ) -> list[dict[str, Any]]:
-    """Conditions with `new` applied: lastTransitionTime moves only when a condition's status changes."""
+    """Conditions with `new` applied: lastTransitionTime moves only when a condition's status changes.
+
+    Every message is scrubbed of the secrets the operator holds here, where status is written.
+    """
     previous = {c.get("type"): c for c in current}
     merged: list[dict[str, Any]] = []
     for condition in new:
@@ -40,7 +46,7 @@ def merge_conditions(
             "type": condition.type,
             "status": condition.status,
             "reason": condition.reason,
-            "message": condition.message,
+            "message": redact(condition.message, limit=MAX_MESSAGE),
             "lastTransitionTime": now if transitioned or before is None else before.get("lastTransitionTime", now),
         }
         if generation is not None:

@@ -796,3 +796,13 @@ def test_gke_workload_identity_through_the_metadata_server(google: FakeGoogle, m
     assert CLOUD_PLATFORM in issued.scopes
     assert_expires_in(token, 3599)
     assert all(seen.headers.get("metadata-flavor") == "Google" for seen in google.seen)
+
+
+def test_google_auth_s_own_text_is_scrubbed_before_it_is_cut() -> None:
+    """A secret that straddles the cut of google-auth's text is replaced whole: no prefix of it is kept."""
+    from regcred.providers.gar import _GOOGLE_MESSAGE_LIMIT, _first_line
+
+    error = ValueError("cannot read " + "x" * (_GOOGLE_MESSAGE_LIMIT - 20) + f" {SUBJECT_TOKEN}\nsecond line")
+    said = _first_line(error, [SUBJECT_TOKEN])
+    assert len(said) <= _GOOGLE_MESSAGE_LIMIT and said.endswith("x …")
+    assert SUBJECT_TOKEN[:8] not in said and "second line" not in said

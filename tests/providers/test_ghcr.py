@@ -341,7 +341,7 @@ def test_app_rate_limit_message_says_when(github: FakeGitHub, pkcs1: bytes) -> N
 def test_github_message_echoing_a_secret_is_scrubbed(github: FakeGitHub) -> None:
     github.fail["/user"] = Fault(403, {"message": f"Token {PAT} is not allowed here"})
     error = mint_error(pat_provider(github), reader(PAT_REF, {"token": PAT.encode()}), PAT)
-    assert "[redacted]" in str(error)
+    assert "<redacted>" in str(error) and PAT not in str(error)
 
 
 def test_unreachable_github() -> None:

@@ -22,6 +22,7 @@ from botocore.config import Config
 
 from regcred.models import EcrSpec, SecretRef
 from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
+from regcred.redact import redact
 
 if TYPE_CHECKING:
     from types_boto3_ecr.client import ECRClient
@@ -437,12 +438,7 @@ def _common_error(error: Exception, identity: str) -> ProviderError | None:
 def _client_error_details(error: botocore.exceptions.ClientError, secrets: Iterable[str]) -> tuple[str, int, str]:
     details = error.response.get("Error", {})
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    message = details.get("Message") or "no message"
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    if len(message) > _AWS_MESSAGE_LIMIT:
-        message = message[:_AWS_MESSAGE_LIMIT] + "…"
+    message = redact(details.get("Message") or "no message", secrets, limit=_AWS_MESSAGE_LIMIT)
     return details.get("Code") or "UnknownError", status, message.rstrip(".")
 
 

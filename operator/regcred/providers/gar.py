@@ -33,6 +33,7 @@ from google.oauth2 import service_account
 
 from regcred.models import GarSpec, SecretRef
 from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
+from regcred.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -656,7 +657,7 @@ def _refresh_error(
         # Nothing was sent: google-auth could not even read its subject token (a federation token file). This
         # text is google-auth's own (a path the configuration names), never a file's content.
         return ProviderError(
-            f"The Google credential of {identity.who} cannot be used ({_scrub(_first_line(error), secrets)}).",
+            f"The Google credential of {identity.who} cannot be used ({_first_line(error, secrets)}).",
             reason=REASON_CREDENTIALS_MISSING,
             retryable=True,
         )
@@ -744,17 +745,8 @@ def _google_says(error: google.auth.exceptions.GoogleAuthError, status: int | No
     return code, f"HTTP {status}: {label}" if label else f"HTTP {status}"
 
 
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    text = text.strip().rstrip(".")
-    if len(text) > _GOOGLE_MESSAGE_LIMIT:
-        text = text[:_GOOGLE_MESSAGE_LIMIT] + "…"
-    return text or "no details"
-
-
-def _first_line(error: Exception) -> str:
+def _first_line(error: Exception, secrets: Iterable[str] = ()) -> str:
+    """The first line of google-auth's text, scrubbed of the secrets in play, then shortened."""
     text = str(error).strip()
-    line = text.splitlines()[0].rstrip(".") if text else type(error).__name__
-    return line[:_GOOGLE_MESSAGE_LIMIT] + ("…" if len(line) > _GOOGLE_MESSAGE_LIMIT else "")
+    line = text.splitlines()[0].strip().rstrip(".") if text else type(error).__name__
+    return redact(line, secrets, limit=_GOOGLE_MESSAGE_LIMIT) or "no details"

@@ -38,6 +38,7 @@ from google.auth import jwt as google_jwt
 
 from regcred.models import GhcrAppSpec, GhcrSpec, SecretRef, SpecError
 from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
+from regcred.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -492,13 +493,8 @@ def _github_message(response: requests.Response) -> str:
 
 
 def _github_says(response: requests.Response, secrets: Iterable[str]) -> str:
-    """``HTTP <status>: <GitHub's message>``, shortened and scrubbed of every secret in play."""
-    message = " ".join(_github_message(response).split())
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "[redacted]")
-    if len(message) > _GITHUB_MESSAGE_LIMIT:
-        message = message[: _GITHUB_MESSAGE_LIMIT - 1] + "…"
+    """``HTTP <status>: <GitHub's message>``, scrubbed of every secret in play, then shortened."""
+    message = redact(" ".join(_github_message(response).split()), secrets, limit=_GITHUB_MESSAGE_LIMIT)
     return f"HTTP {response.status_code}: {message}" if message else f"HTTP {response.status_code}"
 
 

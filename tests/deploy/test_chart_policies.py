@@ -98,6 +98,8 @@ def test_the_network_policy_allows_dns_the_api_server_registries_and_scrapes() -
 def test_the_network_policys_defaults() -> None:
     network = one(render({"networkPolicy": {"enabled": True}, "metrics": {"enabled": False}}), "NetworkPolicy")
     dns, api, registries = network["spec"]["egress"]
+    assert dns["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
     assert "to" not in api  # the API server is not a pod: any address, on its ports
     assert registries["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
     (ingress,) = network["spec"]["ingress"]

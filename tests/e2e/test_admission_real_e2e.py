@@ -68,6 +68,14 @@ def deployment() -> dict[str, Any]:
                                   "spec": {"containers": [{"name": "app", "image": "registry.example.test/web:1"}]}}}}
 
 
+def rollable(kind: str, name: str) -> dict[str, Any]:
+    """A StatefulSet or DaemonSet: rolled by the same pod-template annotation as a Deployment."""
+    containers = [{"name": "app", "image": f"registry.example.test/{name}:1"}]
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": NS},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}}}
+
+
 def job() -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": NS},
             "spec": {"suspend": True, "template": {"spec": {
@@ -138,6 +146,8 @@ def test_the_policy_confines_the_operators_writes_and_no_one_elses(control_plane
     admin.request("POST", f"/api/v1/namespaces/{NS}/serviceaccounts", body={"metadata": {"name": "builder"}})
     admin.request("POST", "/apis/apps/v1/namespaces/shop/deployments", body=deployment())
     admin.request("POST", "/apis/batch/v1/namespaces/shop/jobs", body=job())
+    admin.request("POST", "/apis/apps/v1/namespaces/shop/statefulsets", body=rollable("StatefulSet", "db"))
+    admin.request("POST", "/apis/apps/v1/namespaces/shop/daemonsets", body=rollable("DaemonSet", "agent"))
 
     # Without the policy, RBAC alone lets the operator write any Secret and patch any field.
     operator.request("POST", SECRETS, body=secret("unlabelled-before"))
@@ -180,6 +190,11 @@ def test_the_policy_confines_the_operators_writes_and_no_one_elses(control_plane
                                  **template_annotations({RESTARTED_AT_ANNOTATION: "2026-01-01T00:00:00Z",
                                                          REVISION_ANNOTATION: "abc"})})
     patch(operator, JOB, annotations({REMEDIATED_ANNOTATION: "{}"}))
+    for path in (f"/apis/apps/v1/namespaces/{NS}/statefulsets/db", f"/apis/apps/v1/namespaces/{NS}/daemonsets/agent"):
+        patch(operator, path, template_annotations({RESTARTED_AT_ANNOTATION: "2026-01-01T00:00:00Z"}))
+        denied(lambda path=path: patch(operator, path, {"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "evil.example/x:1"}]}}}}))
+        denied(lambda path=path: patch(operator, path, {"spec": {"revisionHistoryLimit": 1}}))
     message = denied(lambda: patch(operator, DEPLOYMENT, {"spec": {"replicas": 3}}))
     assert "regcred-operator may only change regcred.dev/ annotations of Deployment shop/web" in message
     denied(lambda: patch(operator, DEPLOYMENT, {"spec": {"template": {"spec": {"containers": [

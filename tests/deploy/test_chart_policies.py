@@ -16,7 +16,6 @@ OPERATIONS = {"create": "CREATE", "update": "UPDATE", "patch": "UPDATE", "delete
 # Writes the ClusterRole grants that the policy leaves to RBAC, and why.
 NOT_CONFINED = {
     ("", "events", "CREATE"),  # Events: the operator's own reports, no one's object
-    ("", "pods", "DELETE"),  # stuck pods of a controller, which recreates them
     ("regcred.dev", "registrycredentials", "UPDATE"),  # kopf's finalizer and annotations on its own CRs
     ("regcred.dev", "registrycredentials/status", "UPDATE"),
     ("kopf.dev", "clusterkopfpeerings", "CREATE"),  # kopf's peering objects

@@ -209,11 +209,21 @@ def test_the_policy_confines_the_operators_writes_and_no_one_elses(control_plane
     denied(lambda: patch(operator, DEPLOYMENT, {"metadata": {"labels": {"app": "other"}}}))
     denied(lambda: patch(operator, JOB, {"spec": {"suspend": False}}))
 
+    # Pods: only those a controller owns (a stuck pod of a Job, a ReplicaSet, ...), never a bare one.
+    admin.request("POST", f"/api/v1/namespaces/{NS}/pods", body={
+        "metadata": {"name": "bare"}, "spec": {"containers": [{"name": "app", "image": "registry.example.test/x:1"}]}})
+    assert "pods that a controller owns" in denied(
+        lambda: operator.request("DELETE", f"/api/v1/namespaces/{NS}/pods/bare"))
+    owned = eventually(lambda: _one(admin.request("GET", f"/api/v1/namespaces/{NS}/pods",
+                                                  query={"labelSelector": "app=web"})["items"]), timeout=30)
+    operator.request("DELETE", f"/api/v1/namespaces/{NS}/pods/{owned['metadata']['name']}")
+
     # The binding names only the operator: an administrator (or anyone else) is not confined.
     admin.request("POST", SECRETS, body=secret("unlabelled"))
     patch(admin, f"{SECRETS}/foreign", {"metadata": {"labels": MANAGED}})
     patch(admin, f"{SECRETS}/pull", {"metadata": {"labels": {MANAGED_BY_LABEL: None}}})
     admin.request("DELETE", f"{SECRETS}/unlabelled")
+    admin.request("DELETE", f"/api/v1/namespaces/{NS}/pods/bare")
     patch(admin, DEPLOYMENT, {"spec": {"replicas": 3, "template": {"metadata": {"annotations": {
         "team.example/config-hash": "2"}}}}})
     admin.request("PUT", ACCOUNT, body={**operator.request("GET", ACCOUNT), "automountServiceAccountToken": False})
@@ -268,3 +278,8 @@ def _equal(actual: object, expected: object) -> None:
 
 def _assert(value: object) -> None:
     assert value
+
+
+def _one(items: list[dict[str, Any]]) -> dict[str, Any]:
+    assert items
+    return items[0]

@@ -53,6 +53,7 @@ CONTROLLERS = (
     "job-controller", "cronjob-controller",
     "garbage-collector-controller",  # owned objects collected
     "clusterrole-aggregation-controller",  # the built-in admin/edit/view roles
+    "validatingadmissionpolicy-status-controller",  # type-checks admission policies (status.typeChecking)
 )
 
 AUDIT_POLICY = """\

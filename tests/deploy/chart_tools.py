@@ -44,6 +44,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "irsa": {"serviceAccount": {"annotations": {
         "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/regcred-operator"}}},
     "crds-off": {"crds": {"enabled": False}},
+    "hardened": {"admissionPolicy": {"enabled": True},
+                 "networkPolicy": {"enabled": True, "apiServerCidrs": ["10.0.0.10/32", "10.96.0.1/32"],
+                                   "egressCidrs": ["10.20.0.0/16"], "egressPorts": [443, 5000],
+                                   "ingressPeers": [{"namespaceSelector": {"matchLabels": {
+                                       "kubernetes.io/metadata.name": "monitoring"}}}]}},
     "everything-else": {
         "image": {"digest": "sha256:" + "a" * 64, "pullSecrets": ["ghcr-pull"]},
         "extraArgs": ["--verbose"],

@@ -152,13 +152,16 @@ class Cluster:
         return [e for e in items if reason is None or e.reason == reason]
 
 
-# The objects of the Helm chart (default values) that make the operator's identity and its permissions.
+# The objects of the Helm chart that make the operator's identity and its permissions (with
+# admissionPolicy.enabled, the policy that narrows them).
 IDENTITY_KINDS = {
     "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
     "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+    "ValidatingAdmissionPolicy": "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
 }
 
 

@@ -676,6 +676,19 @@ _NODE_SIDE = {
 }
 
 
+def _namespace_exists(kube: KubeApi, namespace: str) -> bool:
+    """Whether the namespace exists (an empty one and a mistyped one must not both say "nothing stuck")."""
+    try:
+        return kube.read_namespace(namespace) is not None
+    except KubeError as error:
+        if error.status == 403:  # may list pods there but not read the namespace: assume it exists
+            return True
+        raise
+
+
+_PLAIN_HTTP = "server gave HTTP response to HTTPS client"  # Go's net/http, as the container runtime reports it
+
+
 def human_fix(report: ContainerReport, view: OperatorView) -> str:
     """What a person does about the operator's decision, helped by the walk's findings."""
     decision, ref = view.decision, report.ref
@@ -693,6 +706,10 @@ def human_fix(report: ContainerReport, view: OperatorView) -> str:
     if decision.reason == PULL_SECRET_NOT_IN_TEMPLATE:
         return decision.why[decision.why.rfind("Add "):] if "Add " in decision.why else decision.why
     cause = decision.cause
+    if cause is Category.TLS and _PLAIN_HTTP in report.kubelet.message:
+        return (f"{ref.registry} serves plain HTTP: configure it as an insecure registry in the nodes' container "
+                f"runtime (containerd: hosts.toml with an http:// server), or serve it over TLS; check it with "
+                f"`regcred doctor --insecure-registry {ref.registry}`; restarting will not help.")
     if cause in _NODE_SIDE:
         return _NODE_SIDE[cause].format(registry=ref.registry) + "; restarting will not help."
     if cause is Category.NOT_FOUND and not decision.ambiguous:
@@ -906,12 +923,17 @@ def render_text(reports: Sequence[ContainerReport], out: TextIO, now: datetime.d
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `regcred doctor`."""
     parser.epilog = ("The verdict is regcred-operator's own decision for each stuck container (remediate, explain, "
-                     "rejected or ignore, with its cause and why), what it did or will do, and a fix. Exit codes: 0 "
-                     "no pod is stuck pulling, 1 at least one container is stuck (each diagnosed), 2 an error.")
+                     "rejected or ignore, with its cause and why), what it did or will do, and a fix.\n\n"
+                     "exit codes:\n  0  no pod is stuck pulling\n  1  at least one container is stuck (each "
+                     "diagnosed)\n  2  could not check (no kubeconfig, the API unreachable or refusing, an unknown "
+                     "namespace or pod)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-n", "--namespace", help="the namespace to look in (default: the kubeconfig context's)")
     where.add_argument("-A", "--all-namespaces", action="store_true", help="look in every namespace")
     parser.add_argument("pod", nargs="?", metavar="POD", help="diagnose this pod only")
+    parser.add_argument("--kubeconfig", metavar="FILE",
+                        help="the kubeconfig to use (default: KUBECONFIG, ~/.kube/config)")
+    parser.add_argument("--context", help="the kubeconfig context to use (default: its current context)")
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
     parser.add_argument("--insecure-registry", action="append", default=[], metavar="HOST",
                         help="probe this host[:port] over plain HTTP (repeatable)")
@@ -920,16 +942,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "REGCRED_TOKEN_REALM_HOSTS)")
 
 
-def current_namespace(kubeconfig: str | None = None) -> str:
+def current_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
     """The namespace of the kubeconfig's current context, else the in-cluster one, else `default`."""
     import kubernetes
 
     # Like load_api_client: read KUBECONFIG now, the client library read it when first imported.
     kubeconfig = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     try:
-        _, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+        contexts, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
             config_file=kubeconfig
         )
+        if context is not None:
+            active = next((c for c in contexts or [] if c.get("name") == context), None)
         namespace = (active or {}).get("context", {}).get("namespace")
         if namespace:
             return str(namespace)
@@ -944,10 +968,20 @@ def current_namespace(kubeconfig: str | None = None) -> str:
 
 def run_from_args(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """`regcred doctor` as parsed by :func:`add_arguments`."""
-    namespace = None if args.all_namespaces else (args.namespace or current_namespace())
+    err = err if err is not None else sys.stderr
+    namespace = None if args.all_namespaces else (args.namespace or current_namespace(args.kubeconfig, args.context))
     realm_hosts = [*args.token_realm_host, *os.environ.get("REGCRED_TOKEN_REALM_HOSTS", "").split(",")]
     prober = Prober(insecure_registries=args.insecure_registry, token_realm_hosts=realm_hosts)
-    return run_doctor(namespace, args.pod, args.output, prober=prober, out=out, err=err)
+    import kubernetes
+
+    from regcred.kube import load_api_client
+
+    try:
+        kube = KubeApi(load_api_client(args.kubeconfig, context=args.context))
+    except (kubernetes.config.ConfigException, OSError, ValueError) as error:
+        err.write(printable(f"regcred doctor: cannot load a kubeconfig: {error}") + "\n")
+        return EXIT_ERROR
+    return run_doctor(namespace, args.pod, args.output, kube=kube, prober=prober, out=out, err=err)
 
 
 def run_doctor(
@@ -982,13 +1016,21 @@ def run_doctor(
             return EXIT_ERROR
     doctor = Doctor(kube, prober or Prober(), now)
     try:
+        if namespace is not None and not _namespace_exists(kube, namespace):
+            err.write(printable(f"regcred doctor: namespace {namespace!r} does not exist") + "\n")
+            return EXIT_ERROR
         pods = doctor.find_pods(namespace, pod)
         reports = [report for found in pods for report in doctor.diagnose(found)]
     except PodNotFound as error:
         err.write(printable(f"regcred doctor: {error}") + "\n")
         return EXIT_ERROR
     except KubeError as error:
-        err.write(printable(f"regcred doctor: the Kubernetes API answered {error}") + "\n")
+        if error.status == 0:  # no answer at all
+            err.write(printable(f"regcred doctor: cannot reach the Kubernetes API: {error.message}") + "\n")
+        elif error.status == 403:
+            err.write(printable(f"regcred doctor: the Kubernetes API refused: {error.message}") + "\n")
+        else:
+            err.write(printable(f"regcred doctor: the Kubernetes API answered {error}") + "\n")
         return EXIT_ERROR
 
     if output == "json":

@@ -46,17 +46,19 @@ class KubeError(Exception):
         return self.status == 409
 
 
-def load_api_client(kubeconfig: str | None = None, *, pool_size: int = 32) -> kubernetes.client.ApiClient:
-    """An API client for the cluster named by KUBECONFIG / ~/.kube/config, or the in-cluster config."""
+def load_api_client(kubeconfig: str | None = None, *, context: str | None = None, pool_size: int = 32
+                    ) -> kubernetes.client.ApiClient:
+    """An API client for the cluster named by KUBECONFIG / ~/.kube/config (its current context, or
+    ``context``), or the in-cluster config."""
     configuration = kubernetes.client.Configuration()
     # Read KUBECONFIG now: the client library reads it once, when first imported.
     kubeconfig = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     try:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration
+            config_file=kubeconfig, context=context, client_configuration=configuration
         )
     except kubernetes.config.ConfigException:
-        if kubeconfig:
+        if kubeconfig or context:
             raise
         kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     configuration.connection_pool_maxsize = pool_size

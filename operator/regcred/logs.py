@@ -1,6 +1,6 @@
 """The one place where `regcred run` (and anything else running the operator) sets up logging.
 
-kopf's ``configure(verbose=..., debug=...)`` puts the root logger at DEBUG, and at DEBUG the HTTP and
+kopf's ``configure(debug=...)`` puts the root logger at DEBUG, and at DEBUG the HTTP and
 cloud libraries log whole requests and responses: botocore the ECR authorization token and STS's secret
 keys and session tokens, urllib3 and requests the URLs, google-auth the token endpoint's answers, the
 Kubernetes client every Secret it reads. No log level of the operator may print a secret, so those
@@ -97,9 +97,24 @@ def redact_held() -> None:
             filtered.addFilter(RedactHeld())
 
 
-def configure(*, verbose: bool = False, debug: bool = False) -> None:
-    """Logging as `regcred run --verbose/--debug` sets it up: kopf's, then the libraries held at INFO, then
-    the held secrets scrubbed."""
-    kopf.configure(verbose=verbose, debug=debug)
+# At the default level a log line means something happened: kopf's "Handler ... succeeded" for every
+# handler run and aiohttp's line per health check are held back (to warnings) unless asked for; a replica
+# pausing for, or resuming after, another one (kopf's peering) is always said.
+CHATTY_LOGGERS: tuple[str, ...] = ("kopf", "aiohttp.access")
+ALWAYS_INFO: tuple[str, ...] = ("kopf._core.engines.peering",)
+
+
+def configure(*, level: str = "info", log_format: str = "text", verbose: bool = False, debug: bool = False) -> None:
+    """Logging as `regcred run` sets it up: the operator's lines at ``level`` (as text or JSON, kopf's
+    formatters); kopf's own at warning, at info with ``verbose``, at debug with ``debug``; the libraries held at
+    INFO; the held secrets scrubbed."""
+    kopf.configure(debug=debug, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
+    root_level = logging.DEBUG if debug or verbose else logging.getLevelName(level.upper())
+    logging.getLogger().setLevel(root_level)
+    chatty_level = logging.DEBUG if debug else logging.INFO if verbose else max(logging.WARNING, root_level)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty_level)
+    for name in ALWAYS_INFO:
+        logging.getLogger(name).setLevel(min(chatty_level, max(logging.INFO, root_level)))
     quiet_libraries()
     redact_held()

@@ -245,8 +245,12 @@ class Reconciler:
                   if f is not None]
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
-        failed.extend(self._attach_service_accounts(spec, synced_targets))
+        account_failures, accounts_changed = self._attach_service_accounts(spec, synced_targets)
+        failed.extend(account_failures)
         writes = len(actions)
+        if minted or actions or accounts_changed:  # the default level: one line per reconciliation that did something
+            logger.info("Credential %s: %s.", name, _changes(held.token if minted else None, actions, failed,
+                                                             accounts_changed))
         revision = dc.content_hash(held.content)
         self.serving[name] = Serving(credential, spec, frozenset(synced_targets), held.token, revision,
                                      held.minted_at)
@@ -510,6 +514,7 @@ class Reconciler:
         message = (f"Could not read the cluster ({error.reason or error.status}: {error.message[:200]}). "
                    f"Retrying in {int(delay.total_seconds())}s.")
         logger.warning("Credential %s: %s", name, message)
+        metrics.CREDENTIAL_READY.labels(name).set(0)
         self._publish(credential, [Condition(READY, "False", "ApiUnavailable", message)], {})
         return Outcome(wake_at=now + delay)
 
@@ -562,9 +567,12 @@ class Reconciler:
         if patch is not None:
             self.kube.patch_secret(action.namespace, action.name, patch)
 
-    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str]) -> list[FailedNamespace]:
+    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str]
+                                 ) -> tuple[list[FailedNamespace], int]:
+        """Attach where wanted, detach where not: the failures, and how many ServiceAccounts were changed."""
         target_set = set(targets)
         failed: list[FailedNamespace] = []
+        changed = 0
         for account in self.kube.list_service_accounts():
             metadata = account.get("metadata") or {}
             wanted = metadata.get("namespace") in target_set and wants_attachment(
@@ -572,10 +580,15 @@ class Reconciler:
             )
             if not wanted and spec.name not in attached_by(account):
                 continue
-            failure = self._update_service_account(account, spec.name, spec.secret_name if wanted else None)
+            secret_name = spec.secret_name if wanted else None
+            if attach_update(account, spec.name, secret_name) is None:
+                continue
+            failure = self._update_service_account(account, spec.name, secret_name)
             if failure is not None:
                 failed.append(failure)
-        return failed
+            else:
+                changed += 1
+        return failed, changed
 
     def _update_service_account(
         self, account: Mapping[str, Any], credential: str, secret_name: str | None
@@ -717,6 +730,30 @@ def _failure_reason(error: KubeError) -> str:
     if error.status == 403:
         return "Forbidden"
     return error.reason if error.reason and error.reason.isalpha() else "WriteFailed"
+
+
+def _changes(minted: Token | None, actions: list[SecretAction], failed: list[FailedNamespace],
+             accounts_changed: int) -> str:
+    """What a reconciliation did, for its one log line: the new token's hosts and expiry (never the token),
+    the Secrets created, patched or deleted, the ServiceAccounts updated."""
+    parts = []
+    if minted is not None:
+        until = f", valid until {format_time(minted.expires_at)}" if minted.expires_at else ""
+        parts.append(f"new token for {', '.join(minted.hosts)}{until}")
+    failed_namespaces = {f.namespace for f in failed}
+    done: dict[str, int] = {}
+    for action in actions:
+        if action.namespace not in failed_namespaces:
+            done[action.verb] = done.get(action.verb, 0) + 1
+    verbs = {"create": "created", "patch": "patched", "recreate": "recreated", "delete": "deleted"}
+    secrets = [f"{verbs[verb]} {count}" for verb, count in done.items()]
+    if secrets:
+        parts.append(f"Secrets {', '.join(secrets)}")
+    if accounts_changed:
+        parts.append(f"{accounts_changed} ServiceAccount(s) updated")
+    if failed:
+        parts.append(f"{len(failed_namespaces)} namespace(s) failed (see its status)")
+    return "; ".join(parts) or "nothing changed"
 
 
 def _still_valid(token: Token, now: datetime.datetime) -> bool:

@@ -14,8 +14,11 @@ from regcred.runtime import Runtime
 
 
 # backoff: after an unexpected error (the API unreachable), start the loop again in 10 s, not kopf's 60 s.
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10, backoff=10)
-async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+# cancellation_backoff: on shutdown or a peering pause the loop is asked to stop and finishes its pass (kopf
+# cancels it, with a warning, only after that; kopf/_core/engines/daemons.py, stop_daemons).
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=5, cancellation_timeout=10, backoff=10)
+async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                                **_: Any) -> None:
     """Reconcile now, then sleep until the token's refresh time, a resync, or a wake-up from an event.
 
     A daemon rather than a timer: the next run time depends on the token's expiry, not on a fixed period.
@@ -23,8 +26,9 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
     runtime: Runtime = memo["runtime"]
     wake = runtime.wakeups.register(name)
     swept = False  # this daemon runs from start-up, or since this replica took over: sweep once it serves
+    stopping = asyncio.create_task(_wake_when_stopped(stopped, wake))
     try:
-        while True:
+        while not stopped:
             wake.clear()
             snapshot = copy.deepcopy(dict(body))
             before = runtime.reconciler.serving.get(name)
@@ -37,7 +41,13 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
             # Let a burst of events (a namespace created with its ServiceAccount) settle into one run.
             await asyncio.sleep(runtime.settings.debounce.total_seconds())
     finally:
+        stopping.cancel()
         runtime.wakeups.unregister(name)
+
+
+async def _wake_when_stopped(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
+    await stopped.wait()
+    wake.set()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -8,7 +8,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 COPY requirements-runtime.lock /src/requirements-runtime.lock
 RUN /opt/venv/bin/pip install --require-virtualenv -r /src/requirements-runtime.lock
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY crds /src/crds
 COPY operator /src/operator
 RUN /opt/venv/bin/pip install --require-virtualenv --no-deps /src

@@ -85,6 +85,8 @@ def test_the_package_built_from_what_the_dockerfile_copies_carries_the_crds_and_
     assert "regcred/crds/registrycredentials.regcred.dev.yaml" in names
     assert "regcred/crds/kopf-peering.yaml" in names
     assert "regcred = regcred.cli:main" in entry_points
+    # The license pyproject.toml declares travels with the package (PEP 639: dist-info/licenses/).
+    assert [n for n in names if n.endswith(".dist-info/licenses/LICENSE")], names
     # The emulated API is demo and test infrastructure: never in the image or a `pip install`.
     assert not [n for n in names if "sandbox" in n], names
     assert "kmock" not in (ROOT / "requirements-runtime.lock").read_text()

@@ -1,6 +1,7 @@
 """Why is a pod stuck pulling, and would a restart with the credential in place fix it? Pure functions over API dicts.
 
-The decision follows DESIGN.md: act only when (a) the image's registry is one this credential serves,
+The decision (docs/decisions.md, "Remediate only when a fresh credential will fix it"): act only when
+(a) the image's registry is one this credential serves,
 (b) the cause is credential-shaped (unauthorized, forbidden, secret_missing, or the pod lacks the pull
 secret its ServiceAccount now carries) or ambiguous/unknown and a probe with the credential in place
 shows the image can be pulled, (c) the credential in place is in the namespace, and (d) the Secret a

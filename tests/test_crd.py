@@ -180,15 +180,16 @@ def test_identity_and_names(crd: dict[str, Any]) -> None:
 
 def test_printer_columns(crd: dict[str, Any], schema: dict[str, Any]) -> None:
     columns = the_version(crd)["additionalPrinterColumns"]
-    first_five = [(c["name"], c["type"], c["jsonPath"]) for c in columns[:5]]
-    assert first_five == [
+    default = [(c["name"], c["type"], c["jsonPath"]) for c in columns[:6]]
+    assert default == [
         ("Provider", "string", ".status.provider"),
         ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
+        ("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason'),  # why not, at a glance
         ("Expires", "date", ".status.expirationTime"),
         ("Namespaces", "integer", ".status.namespaces.synced"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
-    assert all(c.get("priority", 0) > 0 for c in columns[5:]), "extra columns belong in -o wide only"
+    assert all(c.get("priority", 0) > 0 for c in columns[6:]), "extra columns belong in -o wide only"
     # Every column points at a field the schema declares (metadata is the API server's).
     for column in columns:
         path = re.sub(r"\[\?\(@\.type==\"\w+\"\)\]", "[]", column["jsonPath"].lstrip("."))

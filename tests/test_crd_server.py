@@ -31,7 +31,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from regcred.kube import JSON
+from regcred.kube import JSON, MERGE_PATCH, KubeApi
 from tests import test_crd
 from tests.control_plane import ControlPlane, Etcd
 from tests.test_crd import APP, BASE, DELETE, INVALID, TOKEN_REF, changed, walk
@@ -396,3 +396,29 @@ def test_kubectl_explain_prints_the_descriptions(server: Server, schema: dict[st
     assert f"FIELD: provider <Object> DESCRIPTION: {' '.join(provider['description'].split())}" in text
     for key, node in provider["properties"].items():
         assert f"{key} <Object> {' '.join(node['description'].split())}" in text
+
+
+def test_kubectl_get_shows_why_a_credential_is_not_ready(server: Server, tmp_path: Path) -> None:
+    """`kubectl get registrycredentials` names the Ready reason in its default columns; `-o wide` adds the message."""
+    kubectl = kubectl_binary()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "KUBECONFIG": server.plane.kubeconfig_path}
+    assert server.create(named(copy.deepcopy(BASE), "not-ready")).status == 201
+    message = "Secret regcred-system/hub does not exist; create it or fix the reference."
+    KubeApi(server.client).request("PATCH", f"{CREDENTIALS}/not-ready/status", content_type=MERGE_PATCH, body={
+        "status": {"provider": "static", "conditions": [{
+            "type": "Ready", "status": "False", "reason": "SourceSecretNotFound", "message": message,
+            "lastTransitionTime": "2026-12-01T12:00:00Z"}]}})
+
+    def get(*args: str) -> list[list[str]]:
+        result = subprocess.run([kubectl, "get", "registrycredentials", "not-ready", *args], env=env,
+                                capture_output=True, text=True, timeout=30, check=True)
+        return [re.split(r"\s{2,}", line.strip()) for line in result.stdout.splitlines()]
+
+    header, row = get()
+    assert header[:4] == ["NAME", "PROVIDER", "READY", "REASON"]
+    assert dict(zip(header, row, strict=False))["READY"] == "False"
+    assert dict(zip(header, row, strict=False))["REASON"] == "SourceSecretNotFound"
+    assert "MESSAGE" not in header
+    wide = get("-o", "wide")
+    assert "MESSAGE" in wide[0]
+    assert wide[1][-1] == message

@@ -241,5 +241,10 @@ def test_metrics_service_and_optional_service_monitor() -> None:
 def test_notes_explain_the_installation() -> None:
     text = notes()
     assert "serving the whole cluster" in text and "kubectl get registrycredentials" in text
+    # What was installed, how to check it, a first credential with its source Secret, and the doctor.
+    assert "is installed as regcred-regcred-operator in regcred-system" in text
+    assert "kubectl -n regcred-system get pods -l app.kubernetes.io/instance=regcred" in text
+    assert "kubectl -n regcred-system create secret generic dockerhub-token" in text
+    assert "kind: RegistryCredential" in text and "regcred doctor -n <namespace>" in text
     assert "serving the namespaces team-a, team-b" in notes(SCENARIOS["namespaces-mode"])
     assert "install the CRDs yourself" in notes(SCENARIOS["crds-off"])

@@ -14,8 +14,10 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,6 +35,7 @@ from regcred.probe import Credentials, Prober, ProbeResult, Verdict
 from regcred.runtime import Runtime
 from regcred_sandbox import EmulatedCluster
 from regcred_sandbox.kubelet import deployment_with_pod, report_pull_failure, restarted_at
+from regcred_sandbox.stuck_pod import CAUSES
 
 T = TypeVar("T")
 ROTATED = "dckr_pat_demo-rotated"
@@ -64,7 +67,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20) -> T
     raise TimeoutError(f"gave up waiting for {what}")
 
 
-def run_demo(team_namespaces: int = 6) -> int:
+def run_demo(team_namespaces: int = 6, *, keep: bool = False) -> int:
     print(__doc__)
     with EmulatedCluster() as cluster:
         cluster.install_crd(load_crd())
@@ -118,8 +121,30 @@ def run_demo(team_namespaces: int = 6) -> int:
             kubectl = shutil.which("kubectl", path=f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
             if kubectl:
                 print("$ kubectl get registrycredentials\n")
+                sys.stdout.flush()
                 subprocess.run([kubectl, "get", "registrycredentials"], check=False, timeout=30)  # noqa: S603
+            if keep:
+                keep_running(cluster.kubeconfig_path)
     return 0
+
+
+def keep_running(kubeconfig: str) -> None:
+    """The sandbox: the emulated cluster and the operator stay up until Ctrl-C (or SIGTERM)."""
+    print(f"""
+The sandbox keeps running (the emulated cluster and the operator). In another shell:
+
+  export KUBECONFIG={kubeconfig}
+  kubectl get registrycredentials,secrets -A
+  python -m regcred_sandbox.stuck_pod shop-web -n shop-2 --cause unauthorized   # a pod that fails pulling
+  regcred doctor -n shop-2                                                        # why, and what happens
+  kubectl get events -n shop-2
+
+(--cause: {", ".join(sorted(CAUSES))}.) Stop it with Ctrl-C.""", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    print("Stopping the sandbox.", flush=True)
 
 
 class DemoHub(Prober):
@@ -248,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m regcred_sandbox.demo",
         description="Run the operator against an emulated cluster with an example credential.")
     parser.add_argument("--namespaces", type=int, default=6, help="how many team namespaces to create")
-    return run_demo(team_namespaces=parser.parse_args(argv).namespaces)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the emulated cluster and the operator running afterwards: a sandbox to try "
+                             "kubectl, regcred doctor and remediation in (python -m regcred_sandbox.stuck_pod)")
+    args = parser.parse_args(argv)
+    return run_demo(team_namespaces=args.namespaces, keep=args.keep)
 
 
 if __name__ == "__main__":

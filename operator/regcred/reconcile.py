@@ -52,11 +52,14 @@ from regcred.status import (
     summarise_failures,
 )
 from regcred.store import StoredToken, read_stored, store_name
+from regcred.view import ClusterView, NamespaceInfo, selected
 
 logger = logging.getLogger("regcred")
 
 ProviderFactory = Callable[..., Provider]
 _SA_CONFLICT_RETRIES = 5
+# A resync wake-up comes at the resync period, give or take the clock's rounding: it still counts as full.
+_FULL_PASS_SLACK = datetime.timedelta(seconds=1)
 # Back-off of a credential whose writes failed: seconds, not the resync period.
 _WRITE_RETRY_INITIAL = datetime.timedelta(seconds=1)
 _WRITE_RETRY_MAX = datetime.timedelta(seconds=60)
@@ -136,6 +139,7 @@ class Reconciler:
         providers: ProviderFactory = provider_for,
         prober: Prober | None = None,
         rng: random.Random | None = None,
+        view: ClusterView | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -148,6 +152,8 @@ class Reconciler:
         self._failures: dict[str, int] = {}  # failed mints in a row, per credential
         self._write_failures: dict[str, int] = {}  # passes in a row with failed writes or reads, per credential
         self._not_before: dict[str, datetime.datetime] = {}  # Retry-After: no pass of the credential before then
+        self._full_at: dict[str, datetime.datetime] = {}  # the last pass that LISTed namespaces and accounts
+        self.view = view or ClusterView()
         # What the token store (regcred.store) holds per credential, as this process last read or wrote it:
         # written only when the held token changes.
         self._stored: dict[str, StoredToken] = {}
@@ -199,14 +205,17 @@ class Reconciler:
 
     def _serve(self, name: str, credential: Mapping[str, Any], spec: CredentialSpec, provider: Provider,
                verify_image: ImageRef | None, now: datetime.datetime) -> Outcome:
-        namespaces = self.kube.list_namespaces()
-        targets = sorted(
-            ns["metadata"]["name"]
-            for ns in namespaces
-            if (ns.get("status") or {}).get("phase") != "Terminating"
-            and (not self.settings.watch_namespaces or ns["metadata"]["name"] in self.settings.watch_namespaces)
-            and spec.namespaces.selects(ns["metadata"]["name"], ns["metadata"].get("labels") or {})
-        )
+        # A full pass LISTs namespaces and ServiceAccounts (the first one, and one per resync period); a pass
+        # woken by an event between them works from the view the watches keep (regcred.view).
+        last_full = self._full_at.get(name)
+        full = last_full is None or now - last_full >= self.settings.resync_interval - _FULL_PASS_SLACK
+        if full:
+            listed = self.kube.list_namespaces()
+            self.view.fill_namespaces(listed)
+            namespaces = [NamespaceInfo.of(ns) for ns in listed]
+        else:
+            namespaces = self.view.namespaces()
+        targets = sorted(ns.name for ns in namespaces if selected(spec, ns, self.settings.watch_namespaces))
         managed = self.kube.list_secrets(label_selector=_credential_selector(name))
         phash = provider_hash(credential.get("spec") or {})
 
@@ -245,7 +254,7 @@ class Reconciler:
                   if f is not None]
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
-        account_failures, accounts_changed = self._attach_service_accounts(spec, synced_targets)
+        account_failures, accounts_changed = self._attach_service_accounts(spec, synced_targets, full=full)
         failed.extend(account_failures)
         writes = len(actions)
         if minted or actions or accounts_changed:  # the default level: one line per reconciliation that did something
@@ -311,6 +320,8 @@ class Reconciler:
             },
             minted_event=_minted_event(held.token) if minted else None,
         )
+        if full:
+            self._full_at[name] = now
         retry = [f for f in failed if f.reason != "SecretConflict"]
         if retry or not published:  # failed writes are retried on their own short back-off, not at the resync
             wake_at = min(wake_at, now + self._write_retry_delay(name, [f.retry_after for f in retry]))
@@ -345,6 +356,7 @@ class Reconciler:
             self._stored.pop(name, None)
             self._write_failures.pop(name, None)
             self._not_before.pop(name, None)
+            self._full_at.pop(name, None)
             self._held.pop(name, None)
             self._failures.pop(name, None)
             self._published.pop(name, None)
@@ -567,13 +579,22 @@ class Reconciler:
         if patch is not None:
             self.kube.patch_secret(action.namespace, action.name, patch)
 
-    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str]
+    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str], *, full: bool
                                  ) -> tuple[list[FailedNamespace], int]:
-        """Attach where wanted, detach where not: the failures, and how many ServiceAccounts were changed."""
+        """Attach where wanted, detach where not: the failures, and how many ServiceAccounts were changed.
+
+        A full pass looks at every ServiceAccount (one LIST); otherwise only the ones the view says need this
+        credential's change are read (and a stale view costs one GET, never a wrong write)."""
         target_set = set(targets)
         failed: list[FailedNamespace] = []
         changed = 0
-        for account in self.kube.list_service_accounts():
+        if full:
+            accounts = self.kube.list_service_accounts()
+            self.view.fill_accounts(accounts)
+        else:
+            accounts = [found for namespace, account_name in self.view.accounts_needing(spec, frozenset(targets))
+                        if (found := self.kube.read_namespaced("v1", "serviceaccounts", namespace, account_name))]
+        for account in accounts:
             metadata = account.get("metadata") or {}
             wanted = metadata.get("namespace") in target_set and wants_attachment(
                 spec.service_accounts, metadata.get("name", "")
@@ -600,7 +621,7 @@ class Reconciler:
             if updated is None:
                 return None
             try:
-                self.kube.replace_service_account(updated)
+                self.view.account_event(self.kube.replace_service_account(updated), deleted=False)
                 return None
             except KubeError as error:
                 if error.not_found:

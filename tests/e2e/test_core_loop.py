@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import time
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import kubernetes
 import pytest
 
+from regcred.clock import ManualClock
 from regcred.models import DOCKER_HUB_HOST
-from tests.e2e.harness import OPERATOR_USER_AGENTS, Cluster, OperatorFactory, eventually
+from tests.e2e.harness import OPERATOR_USER_AGENTS, TEST_SETTINGS, Cluster, OperatorFactory, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -226,19 +228,43 @@ def _assert_not_in(item: object, container: Any) -> None:
 
 
 def test_a_resync_with_nothing_changed_writes_nothing(shop: Cluster, operator: OperatorFactory) -> None:
-    operator.start()
+    clock = ManualClock(datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC))
+    runtime = operator.start(clock=clock)
     shop.apply_credential(CREDENTIAL, static_spec(serviceAccounts=["*"]))
     eventually(lambda: _assert_equal(shop.condition(CREDENTIAL)["status"], "True"))
-    time.sleep(0.5)  # let the events of the first sync settle
 
     shop.backend.reset_requests()
-    shop.namespace("elsewhere", {"team": "ops"}, accounts=())  # wakes every credential up; selects nothing
-    eventually(lambda: _assert_in(("list", "secrets"), {
-        (r.verb, r.resource) for r in shop.backend.requests if r.user_agent in OPERATOR_USER_AGENTS}))
-    time.sleep(0.5)
-    writes = [(r.verb, r.resource, r.namespace, r.name) for r in shop.backend.requests
-              if r.verb in ("create", "update", "patch", "delete") and r.user_agent in OPERATOR_USER_AGENTS]
-    assert writes == []
+    clock.advance(TEST_SETTINGS.resync_interval)  # the resync: every namespace and ServiceAccount LISTed again
+    eventually(lambda: _assert_equal(runtime.reconciler._full_at.get(CREDENTIAL), clock.now()))
+    operator_requests = [(r.verb, r.resource, r.namespace, r.name) for r in shop.backend.requests
+                         if r.user_agent in OPERATOR_USER_AGENTS]
+    assert ("list", "namespaces", None, None) in operator_requests
+    assert [r for r in operator_requests if r[0] in ("create", "update", "patch", "delete")] == []
+
+
+def test_a_namespace_costs_only_the_credentials_that_select_it(shop: Cluster, operator: OperatorFactory) -> None:
+    """Between resyncs, events are judged against what the watches told: a namespace that no credential selects
+    wakes none of them and costs no request; one that a credential selects costs that credential's few."""
+    operator.start()
+    shop.apply_credential(CREDENTIAL, static_spec(serviceAccounts=["*"]))
+    shop.apply_credential("other", static_spec(secretName="other-pull",
+                                               namespaces={"selector": {"matchLabels": {"team": "web"}}}))
+    eventually(lambda: _assert_equal(shop.condition(CREDENTIAL)["status"], "True"))
+    eventually(lambda: _assert_equal(shop.condition("other")["status"], "True"))
+    time.sleep(0.5)  # the events of the first sync (the operator's own writes) pass without waking anyone
+
+    shop.backend.reset_requests()
+    shop.namespace("elsewhere", {"team": "ops"})  # selected by neither: its events come first in the stream
+    shop.namespace("shop-c", {"team": "shop"})  # selected by hub only
+    eventually(lambda: _assert_equal(shop.pull_secrets("shop-c"), ["hub-pull"]))
+    requests = [(r.verb, r.resource, r.namespace, r.name) for r in shop.backend.requests
+                if r.user_agent in OPERATOR_USER_AGENTS and r.verb != "watch"]
+    assert not [r for r in requests if r[2] == "elsewhere"]
+    assert not [r for r in requests if r[0] == "list" and r[1] in ("namespaces", "serviceaccounts")]
+    secrets_lists = [r for r in requests if r[:2] == ("list", "secrets")]
+    assert len(secrets_lists) <= 2, requests  # hub's pass (twice at most: the namespace, then its account)
+    assert ("create", "secrets", "shop-c") in {r[:3] for r in requests}  # (an audit log also names it)
+    assert ("update", "serviceaccounts", "shop-c", "default") in requests
 
 
 def test_gitops_tools_see_their_spec_untouched(shop: Cluster, operator: OperatorFactory) -> None:

@@ -8,19 +8,33 @@ import kopf
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from regcred import dockerconfig as dc
+from regcred.view import concerned_by_account, concerned_by_namespace
 
 
 @kopf.on.event("v1", "namespaces")
-async def namespace_changed(memo: kopf.Memo, **_: Any) -> None:
-    """A namespace created, relabelled or deleted may enter or leave any credential's selection."""
-    memo["runtime"].wakeups.kick_all()
+async def namespace_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A namespace created, relabelled or deleted wakes the credentials whose selection it enters or leaves."""
+    runtime = memo["runtime"]
+    deleted = event.get("type") == "DELETED"
+    _, namespace = runtime.reconciler.view.namespace_event(body, deleted)
+    for name in concerned_by_namespace(_served(runtime), namespace, deleted, runtime.settings.watch_namespaces):
+        runtime.wakeups.kick(name)
 
 
 @kopf.on.event("v1", "serviceaccounts")
-async def service_account_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A new namespace's `default` ServiceAccount appears a moment after the namespace itself."""
-    if event.get("type") in ("ADDED", "MODIFIED"):
-        memo["runtime"].wakeups.kick_all()
+async def service_account_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A ServiceAccount that lacks a credential's entry (a new namespace's `default` appears a moment after the
+    namespace), or carries one it should not, wakes that credential."""
+    runtime = memo["runtime"]
+    deleted = event.get("type") == "DELETED"
+    account = runtime.reconciler.view.account_event(body, deleted)
+    if not deleted:
+        for name in concerned_by_account(_served(runtime), account):
+            runtime.wakeups.kick(name)
+
+
+def _served(runtime: Any) -> list[tuple[str, Any, frozenset[str]]]:
+    return [(name, serving.spec, serving.namespaces) for name, serving in list(runtime.reconciler.serving.items())]
 
 
 # The label filter here is a guard; the API server already filters (see lifecycle.configure).

@@ -245,7 +245,10 @@ class Reconciler:
                   if f is not None]
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
-        failed.extend(self._attach_service_accounts(spec, synced_targets))
+        # Where our Secret's write failed and is retried, the ServiceAccounts are left as they are: detaching
+        # now would only attach again on the retry (two needless writes, and pods made meanwhile get no entry).
+        retried = {f.namespace for f in failed if f.reason != "SecretConflict"}
+        failed.extend(self._attach_service_accounts(spec, synced_targets, leave=retried))
         writes = len(actions)
         revision = dc.content_hash(held.content)
         self.serving[name] = Serving(credential, spec, frozenset(synced_targets), held.token, revision,
@@ -562,11 +565,14 @@ class Reconciler:
         if patch is not None:
             self.kube.patch_secret(action.namespace, action.name, patch)
 
-    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str]) -> list[FailedNamespace]:
+    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str], leave: set[str] | frozenset[str]
+                                 = frozenset()) -> list[FailedNamespace]:
         target_set = set(targets)
         failed: list[FailedNamespace] = []
         for account in self.kube.list_service_accounts():
             metadata = account.get("metadata") or {}
+            if metadata.get("namespace") in leave:
+                continue
             wanted = metadata.get("namespace") in target_set and wants_attachment(
                 spec.service_accounts, metadata.get("name", "")
             )

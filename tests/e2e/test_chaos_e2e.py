@@ -81,6 +81,7 @@ def test_a_tenth_of_the_requests_failing_costs_no_extra_write(cluster: Cluster, 
     time.sleep(2)  # a write still in flight, or a retry that found nothing left to do, would show now
     assert successful_writes(cluster) == {("POST", "secrets"): 200, ("PUT", "serviceaccounts"): 200}
     assert chaos.failed >= 40 and failed_requests(cluster) >= 40, "the faults did happen"
+    assert {0, 409, 429, 500} <= {r.status for r in emulated(cluster).requests if r.user_agent == USER_AGENT}
 
     # Churn, still under chaos: 10 new namespaces, 5 relabelled out, 5 Secrets deleted, 5 entries dropped.
     emulated(cluster).reset_requests()

@@ -134,10 +134,12 @@ def test_killed_during_a_fan_out_it_converges_with_one_mint(
     secrets = ghcr.secrets(SELECTOR)
     assert {s.data[".dockerconfigjson"] for s in secrets.values()} == {
         secrets["team-000"].data[".dockerconfigjson"]}  # one token everywhere
-    # Each namespace's Secret created once (the store was written by the create; kills never doubled one).
+    # Each namespace's Secret created once, each ServiceAccount updated once: a kill never doubled a write.
     creates = collections.Counter(r.namespace for r in operator_writes(ghcr, "POST", "secrets")
                                   if r.namespace != "regcred-system")
-    assert set(creates) == namespaces and set(creates.values()) == {1}
+    assert creates == dict.fromkeys(namespaces, 1)
+    assert collections.Counter(r.namespace for r in operator_writes(ghcr, "PUT", "serviceaccounts")) == \
+        dict.fromkeys(namespaces, 1)
 
 
 def test_killed_during_remediation_each_workload_is_restarted_once(

@@ -254,7 +254,11 @@ class Reconciler:
                   if f is not None]
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
-        account_failures, accounts_changed = self._attach_service_accounts(spec, synced_targets, full=full)
+        # Where our Secret's write failed and is retried, the ServiceAccounts are left as they are: detaching
+        # now would only attach again on the retry (two needless writes, and pods made meanwhile get no entry).
+        retried = {f.namespace for f in failed if f.reason != "SecretConflict"}
+        account_failures, accounts_changed = self._attach_service_accounts(spec, synced_targets, full=full,
+                                                                           leave=retried)
         failed.extend(account_failures)
         writes = len(actions)
         if minted or actions or accounts_changed:  # the default level: one line per reconciliation that did something
@@ -579,9 +583,11 @@ class Reconciler:
         if patch is not None:
             self.kube.patch_secret(action.namespace, action.name, patch)
 
-    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str], *, full: bool
+    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str], *, full: bool,
+                                 leave: set[str] | frozenset[str] = frozenset()
                                  ) -> tuple[list[FailedNamespace], int]:
-        """Attach where wanted, detach where not: the failures, and how many ServiceAccounts were changed.
+        """Attach where wanted, detach where not (except in the namespaces to ``leave`` alone): the failures, and
+        how many ServiceAccounts were changed.
 
         A full pass looks at every ServiceAccount (one LIST); otherwise only the ones the view says need this
         credential's change are read (and a stale view costs one GET, never a wrong write)."""
@@ -592,10 +598,23 @@ class Reconciler:
             accounts = self.kube.list_service_accounts()
             self.view.fill_accounts(accounts)
         else:
-            accounts = [found for namespace, account_name in self.view.accounts_needing(spec, frozenset(targets))
-                        if (found := self.kube.read_namespaced("v1", "serviceaccounts", namespace, account_name))]
+            accounts = []
+            for namespace, account_name in self.view.accounts_needing(spec, frozenset(targets) | frozenset(leave)):
+                if namespace in leave:
+                    continue
+                try:  # one account that cannot be read costs only itself
+                    found = self.kube.read_namespaced("v1", "serviceaccounts", namespace, account_name)
+                except KubeError as error:
+                    failed.append(FailedNamespace(namespace, _failure_reason(error), f"Could not read ServiceAccount "
+                                                  f"{namespace}/{account_name}: {error.reason or error.status}.",
+                                                  retry_after=error.retry_after))
+                    continue
+                if found:
+                    accounts.append(found)
         for account in accounts:
             metadata = account.get("metadata") or {}
+            if metadata.get("namespace") in leave:
+                continue
             wanted = metadata.get("namespace") in target_set and wants_attachment(
                 spec.service_accounts, metadata.get("name", "")
             )
@@ -634,7 +653,9 @@ class Reconciler:
             except KubeError as reread_error:
                 if reread_error.not_found:
                     return None
-                raise
+                return FailedNamespace(namespace, _failure_reason(reread_error),
+                                       f"Could not read ServiceAccount {namespace}/{name}: {reread_error.reason}.",
+                                       retry_after=reread_error.retry_after)
         return FailedNamespace(namespace, "Conflict",
                                f"ServiceAccount {namespace}/{name} kept changing under us; will retry.")
 

@@ -33,7 +33,7 @@ It is not a cluster. Known differences from a real API server:
 """
 
 from regcred_sandbox.cluster import EmulatedCluster
-from regcred_sandbox.protocol import ApiError, Fault, RequestRecord
+from regcred_sandbox.protocol import RESET, ApiError, Chaos, Fault, RequestRecord
 from regcred_sandbox.server import ApiServer
 
-__all__ = ['ApiError', 'ApiServer', 'EmulatedCluster', 'Fault', 'RequestRecord']
+__all__ = ['RESET', 'ApiError', 'ApiServer', 'Chaos', 'EmulatedCluster', 'Fault', 'RequestRecord']

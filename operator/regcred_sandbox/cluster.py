@@ -19,7 +19,7 @@ from typing import Any, Self, TypeVar
 import aiohttp.web
 
 from regcred_sandbox import patches
-from regcred_sandbox.protocol import Fault, RequestRecord
+from regcred_sandbox.protocol import RESET, Chaos, Fault, RequestRecord
 from regcred_sandbox.server import DEFAULT_NAMESPACES, ApiServer
 
 T = TypeVar('T')
@@ -231,9 +231,29 @@ class EmulatedCluster:
         self.server.add_fault(fault)
         return fault
 
+    def chaos(
+            self,
+            rate: float,
+            statuses: Iterable[int] = (429, 500, 409, RESET),
+            *,
+            seed: int = 0,
+            user_agent: str | None = None,
+    ) -> Chaos:
+        """
+        Fail a random ``rate`` (0.1: a tenth) of the requests, each with a status drawn from ``statuses``
+        (429 comes with Retry-After: 1; ``RESET``, i.e. 0: the connection is closed unanswered). Only
+        ``user_agent``'s requests (a prefix; ``None``: all), never a watch; a read never gets a 409 (a 500
+        instead). Deterministic for a ``seed``. ``rate`` 0 (or clear_faults) ends it; the returned
+        :class:`Chaos` counts the requests it failed.
+        """
+        chaos = Chaos(rate=rate, statuses=tuple(statuses), seed=seed, user_agent=user_agent)
+        self.server.chaos = chaos if rate > 0 else None
+        return chaos
+
     def clear_faults(self) -> None:
         with self.server.lock:
             self.server.faults.clear()
+            self.server.chaos = None
 
     @property
     def requests(self) -> list[RequestRecord]:

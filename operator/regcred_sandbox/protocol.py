@@ -4,6 +4,7 @@ The HTTP side of the emulated API server: parsed requests, Status errors, record
 
 import dataclasses
 import json
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -94,6 +95,44 @@ class Fault:
         if self.namespace is not None and self.namespace != request.namespace:
             return False
         return self.name is None or self.name == request.name
+
+
+RESET = 0  # among Chaos.statuses: the connection is closed without an answer (a reset, for the client)
+WRITE_VERBS = frozenset({'create', 'update', 'patch', 'delete', 'deletecollection', 'post', 'put',
+                         'patch-collection'})
+
+
+@dataclasses.dataclass
+class Chaos:
+    """Fail a random ``rate`` of the requests of one client (``user_agent``; ``None``: everyone's) with one of
+    ``statuses`` picked at random (``RESET``: close the connection unanswered); watches are never failed. A
+    409 is a write's answer: a read drawn a 409 gets a 500 instead. Failed requests are not applied.
+
+    The draws come from ``random.Random(seed)``: the same sequence of requests meets the same faults (with
+    concurrent clients the order of their requests, so which of them fail, varies from run to run)."""
+    rate: float
+    statuses: tuple[int, ...] = (429, 500, 409, RESET)
+    seed: int = 0
+    user_agent: str | None = None
+    failed: int = 0  # how many requests it failed so far
+    _random: random.Random = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0 or not self.statuses:
+            raise ValueError("Chaos needs 0 <= rate <= 1 and at least one status.")
+        self._random = random.Random(self.seed)  # noqa: S311 (reproducible faults, not secrets)
+
+    def draw(self, request: 'ApiRequest') -> int | None:
+        """The status to fail this request with, or None to serve it. Called on the server's loop only."""
+        if request.verb == 'watch' or not request.is_resource:
+            return None
+        if self.user_agent is not None and not request.raw.headers.get('User-Agent', '').startswith(self.user_agent):
+            return None
+        if self._random.random() >= self.rate:
+            return None
+        status = self._random.choice(self.statuses)
+        self.failed += 1
+        return 500 if status == 409 and request.verb not in WRITE_VERBS else status
 
 
 @dataclasses.dataclass(eq=False)

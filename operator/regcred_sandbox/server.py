@@ -32,7 +32,7 @@ import kmock
 import yaml
 
 from regcred_sandbox import patches, tables
-from regcred_sandbox.protocol import ApiError, ApiRequest, Fault, RequestRecord
+from regcred_sandbox.protocol import RESET, ApiError, ApiRequest, Chaos, Fault, RequestRecord
 from regcred_sandbox.selectors import FieldSelector, LabelSelector, SelectorError
 from regcred_sandbox.store import ALL_VERBS, Obj, Store, WatchEvent, dumps, fresh, now_str, version_priority, without
 
@@ -69,6 +69,7 @@ class ApiServer(kmock.KubernetesEmulator):
         self.bookmark_interval = bookmark_interval
         self.latency: float = 0.0
         self.faults: list[Fault] = []
+        self.chaos: Chaos | None = None  # random faults (EmulatedCluster.chaos)
         self.records: list[RequestRecord] = []
         self.lock = threading.Lock()  # guards faults and records: touched from other threads too
         self.closing = False
@@ -250,6 +251,11 @@ class ApiServer(kmock.KubernetesEmulator):
                 await asyncio.sleep(fault.stall)
             if fault is not None and fault.status:
                 raise ApiError(fault.status, fault.message or f"Injected fault: HTTP {fault.status}")
+            chaos = self.chaos.draw(request) if fault is None and self.chaos is not None else None
+            if chaos == RESET:
+                return await self._reset(request)
+            if chaos is not None:
+                raise ApiError(chaos, f"Injected fault (chaos): HTTP {chaos}")
             response = await self._serve(request)
         except ApiError as e:
             response = self._error(e)
@@ -259,6 +265,15 @@ class ApiServer(kmock.KubernetesEmulator):
         if not request.recorded:
             self._record(request, response.status)
         return response
+
+    async def _reset(self, request: ApiRequest) -> aiohttp.web.StreamResponse:
+        """Close the connection without answering: the client sees a reset (recorded as status 0)."""
+        self._record(request, RESET)
+        transport = request.raw.transport
+        if transport is not None:
+            transport.abort()
+        await asyncio.sleep(5)  # handler_cancellation: the lost connection cancels this at once
+        return aiohttp.web.Response(status=500)  # (without it: written to a closed transport, i.e. nowhere)
 
     @staticmethod
     def _json(payload: Any, status: int = 200) -> aiohttp.web.Response:

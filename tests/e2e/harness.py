@@ -21,7 +21,7 @@ from regcred import GROUP, PLURAL, VERSION
 from regcred.clock import Clock, SystemClock
 from regcred.config import Settings
 from regcred.embedded import EmbeddedOperator
-from regcred.kube import USER_AGENT, KubeApi, KubeError
+from regcred.kube import USER_AGENT, KubeApi, KubeError, load_api_client
 from regcred.reconcile import Reconciler
 from regcred.runtime import Runtime
 from regcred_sandbox import EmulatedCluster
@@ -231,8 +231,8 @@ class OperatorFactory:
                 self.monkeypatch.setenv("KUBECONFIG", self.backend.write_kubeconfig(
                     path, self.identity[1], user="regcred-operator"))
             client = self.backend.api_client(self.identity[1])
-        else:
-            client = self.backend.api_client()
+        else:  # as `regcred run` makes it: its pool, and its retries (a call that got no answer is not repeated)
+            client = load_api_client(self.backend.kubeconfig_path, pool_size=TEST_SETTINGS.write_concurrency + 4)
         client.user_agent = USER_AGENT  # as `regcred run` sets it: the request log tells operator from test
         return client
 

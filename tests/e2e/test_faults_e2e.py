@@ -63,6 +63,26 @@ def test_a_failed_write_is_retried_in_seconds_after_what_the_server_asked(
     no_tracebacks(caplog)
 
 
+def test_a_failed_secret_write_leaves_the_service_accounts_alone(
+    shop: Cluster, operator: OperatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While a namespace's Secret is being written again, its ServiceAccounts keep their entry: detaching it
+    would cost two writes (off, then on again at the retry) and pods made meanwhile would go without it."""
+    operator.start()
+    shop.apply_credential(CREDENTIAL, static_spec())
+    eventually(lambda: synced(shop))
+    eventually(lambda: _equal(shop.pull_secrets("shop-a"), ["hub-pull"]))
+
+    emulated(shop).reset_requests()
+    emulated(shop).inject_fault("POST", "secrets", status=500, namespace="shop-a", user_agent=USER_AGENT)
+    shop.core.delete_namespaced_secret("hub-pull", "shop-a")
+    eventually(lambda: _equal([r.status for r in operator_requests(shop, "POST", "secrets", "shop-a")], [500, 201]))
+    eventually(lambda: synced(shop))
+    assert shop.pull_secrets("shop-a") == ["hub-pull"]
+    assert operator_requests(shop, "PUT", "serviceaccounts") == []
+    no_tracebacks(caplog)
+
+
 def test_a_409_on_create_is_looked_at_before_it_is_called_a_conflict(
     shop: Cluster, operator: OperatorFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

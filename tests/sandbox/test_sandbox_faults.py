@@ -130,3 +130,41 @@ def test_many_threads_at_once(cluster: EmulatedCluster) -> None:
     assert not errors
     assert len(cluster.list_objects("secrets")) == 80
     assert cluster.get_object("namespaces", "ns-3") is not None
+
+
+def _chaos_round(cluster: EmulatedCluster, seed: int) -> list[int]:
+    """100 creates by one client (through the operator's own KubeApi: a reset is a KubeError there), with
+    a tenth of them failed by chaos; the statuses each got (0: no answer)."""
+    from regcred.kube import USER_AGENT, KubeApi, KubeError
+
+    client = cluster.api_client()
+    client.user_agent = USER_AGENT
+    kube = KubeApi(client, timeout=(2.0, 2.0))
+    cluster.chaos(0.1, seed=seed, user_agent=USER_AGENT)
+    statuses = []
+    for i in range(100):
+        try:
+            kube.create_secret("default", {"metadata": {"name": f"s{seed}-{i}"}})
+            statuses.append(201)
+        except KubeError as error:
+            statuses.append(error.status)
+    cluster.chaos(0)
+    return statuses
+
+
+def test_chaos_fails_a_seeded_tenth_with_a_mix_of_statuses_and_resets(cluster: EmulatedCluster, core: Any) -> None:
+    first = _chaos_round(cluster, seed=7)
+    failed = [s for s in first if s != 201]
+    assert 4 <= len(failed) <= 20 and set(failed) <= {429, 500, 409, 0}
+    assert 0 in failed, "a reset reaches the client as no answer"
+    written = {s.metadata.name for s in core.list_namespaced_secret("default").items}
+    assert written == {f"s7-{i}" for i, s in enumerate(first) if s == 201}  # a failed create is not applied
+    records = [r for r in cluster.requests if r.method == "POST"]
+    assert [r.status for r in records] == first  # a reset is recorded with status 0
+
+    assert _chaos_round(cluster, seed=8) != first  # another seed, other faults
+    cluster.reset_requests()
+    core.delete_collection_namespaced_secret("default")
+    assert _chaos_round(cluster, seed=7) == first  # the same seed, the same faults
+    core.list_namespaced_secret("default")  # other clients are never failed
+    assert all(r.status == 200 for r in cluster.requests if r.method == "GET")

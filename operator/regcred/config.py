@@ -72,6 +72,9 @@ class Settings:
     # How long a replica's peering entry lives without a keep-alive: how soon a standby takes over
     # from a replica that died without saying goodbye.
     peering_lifetime_seconds: int = 60
+    # At most this many source Secrets (referenced by credentials) are watched, one watch each; changes to
+    # any others are applied at the next resync.
+    max_source_watches: int = 100
     # Prometheus metrics on this port (0: off) and address.
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
@@ -111,6 +114,7 @@ class Settings:
             peering_name=env.get("REGCRED_PEERING_NAME", "regcred-operator"),
             peering_priority=int(env["REGCRED_PEERING_PRIORITY"]) if env.get("REGCRED_PEERING_PRIORITY") else None,
             peering_lifetime_seconds=int(env.get("REGCRED_PEERING_LIFETIME_SECONDS", 60)),
+            max_source_watches=int(env.get("REGCRED_MAX_SOURCE_WATCHES", defaults.max_source_watches)),
             metrics_port=int(env.get("REGCRED_METRICS_PORT", 9090)),
             metrics_address=env.get("REGCRED_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
             remediations_per_minute=int(env.get("REGCRED_REMEDIATIONS_PER_MINUTE", defaults.remediations_per_minute)),

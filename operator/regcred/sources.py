@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -142,8 +143,9 @@ class SourceWatcher:
             api, self._api = self._api, None
         for watch in watches:
             watch.stop()
+        deadline = time.monotonic() + timeout  # for them all: a thread still in a LIST is a daemon, left to end
         for watch in watches:
-            watch.join(timeout)
+            watch.join(max(deadline - time.monotonic(), 0.0))
         close = getattr(getattr(api, "api_client", None), "close", None)
         if close is not None:
             close()

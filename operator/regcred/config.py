@@ -26,8 +26,8 @@ _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/name
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    # How often every credential is re-read and re-checked even without events (picks up a rotated
-    # static source Secret, and repairs anything a missed watch event left behind).
+    # How often every credential is re-read and re-checked even without events (repairs anything a missed
+    # watch event left behind; source Secrets beyond max_source_watches are picked up only then).
     resync_interval: datetime.timedelta = datetime.timedelta(minutes=5)
     # Parallel API writes during a fan-out: enough to hide API latency across thousands of namespaces,
     # few enough not to trip API priority and fairness on a busy control plane.

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import time
 from typing import Any
 
 import pytest
 
 from regcred.clock import ManualClock
+from regcred.kube import USER_AGENT
 from regcred.models import DOCKER_HUB_HOST, FORCE_SYNC_ANNOTATION
+from regcred_sandbox import EmulatedCluster
 from tests.e2e.harness import OPERATOR_USER_AGENTS, TEST_SETTINGS, Cluster, OperatorFactory, b64, eventually
 from tests.e2e.test_core_loop import CREDENTIAL, SELECTED, SELECTOR, shop, static_spec  # noqa: F401 - a fixture
 from tests.e2e.test_freshness import START, aws, ecr_spec, settings_for  # noqa: F401 - a fixture
@@ -91,6 +94,10 @@ def test_other_secrets_in_the_source_namespace_wake_nothing(
     eventually(lambda: ready(shop))
     eventually(lambda: _equal(shop.credential(CREDENTIAL)["status"]["namespaces"]["synced"], 3))
     time.sleep(1.0)  # the first sync's events settle
+    if not shop.real:  # the emulator records the query: the API server selects, the operator is sent nothing else
+        watches = {(r.namespace, r.params.get("fieldSelector")) for r in shop.backend.requests
+                   if r.user_agent == USER_AGENT and r.verb == "watch" and r.resource == "secrets"}
+        assert watches == {("regcred-system", "metadata.name=hub")}
 
     shop.backend.reset_requests()
     shop.source_secret("regcred-system", "unrelated", {"password": "x"})
@@ -102,6 +109,32 @@ def test_other_secrets_in_the_source_namespace_wake_nothing(
     # The watched one does wake its credential up: it is read again (and the unchanged content writes nothing).
     shop.core.patch_namespaced_secret("hub", "regcred-system", {"metadata": {"labels": {"rotated": "no"}}})
     eventually(lambda: _in(("get", "secrets", "regcred-system", "hub"), operator_requests(shop)))
+
+
+@pytest.mark.emulated_only  # injected faults
+def test_a_refused_watch_is_logged_once_retried_and_recovers(
+    shop: Cluster, operator: OperatorFactory, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    """A source namespace the operator may not list (namespaces mode without it in rbac.sourceSecretNamespaces):
+    the credential is served as before, one warning says so, and the watch starts once it is allowed."""
+    caplog.set_level(logging.INFO, logger="regcred")
+    assert isinstance(shop.backend, EmulatedCluster)
+    fault = shop.backend.inject_fault("list", "secrets", status=403, namespace="regcred-system", times=None,
+                                      user_agent=USER_AGENT)
+    operator.start()  # watch retries after 1 s, 2 s, 2 s, ...
+    shop.apply_credential(CREDENTIAL, static_spec())
+    eventually(lambda: ready(shop))
+    eventually(lambda: _assert(fault.hits >= 3))
+    warnings = [r.getMessage() for r in caplog.records if "Cannot watch source Secret" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "regcred-system/hub (403 Forbidden)" in warnings[0]
+
+    shop.backend.clear_faults()
+    eventually(lambda: _assert(any("Watching source Secret regcred-system/hub again" in r.getMessage()
+                                   for r in caplog.records)))
+    shop.core.patch_namespaced_secret("hub", "regcred-system", {"data": {"password": b64("dckr_pat_2")}})
+    eventually(lambda: _equal(passwords(shop), dict.fromkeys(SELECTED, "dckr_pat_2")))
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
 def test_the_force_sync_annotation_mints_once_per_value(
@@ -150,3 +183,7 @@ def _equal(actual: object, expected: object) -> None:
 
 def _in(item: object, container: Any) -> None:
     assert item in container
+
+
+def _assert(value: object) -> None:
+    assert value

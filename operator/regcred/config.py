@@ -26,8 +26,8 @@ _SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/name
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    # How often every credential is re-read and re-checked even without events (picks up a rotated
-    # static source Secret, and repairs anything a missed watch event left behind).
+    # How often every credential is re-read and re-checked even without events (repairs anything a missed
+    # watch event left behind; source Secrets beyond max_source_watches are picked up only then).
     resync_interval: datetime.timedelta = datetime.timedelta(minutes=5)
     # Parallel API writes during a fan-out: enough to hide API latency across thousands of namespaces,
     # few enough not to trip API priority and fairness on a busy control plane.
@@ -72,6 +72,9 @@ class Settings:
     # How long a replica's peering entry lives without a keep-alive: how soon a standby takes over
     # from a replica that died without saying goodbye.
     peering_lifetime_seconds: int = 60
+    # At most this many source Secrets (referenced by credentials) are watched, one watch each; changes to
+    # any others are applied at the next resync.
+    max_source_watches: int = 100
     # Prometheus metrics on this port (0: off) and address.
     metrics_port: int = 0
     metrics_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the pod's IP
@@ -111,6 +114,7 @@ class Settings:
             peering_name=env.get("REGCRED_PEERING_NAME", "regcred-operator"),
             peering_priority=int(env["REGCRED_PEERING_PRIORITY"]) if env.get("REGCRED_PEERING_PRIORITY") else None,
             peering_lifetime_seconds=int(env.get("REGCRED_PEERING_LIFETIME_SECONDS", 60)),
+            max_source_watches=int(env.get("REGCRED_MAX_SOURCE_WATCHES", defaults.max_source_watches)),
             metrics_port=int(env.get("REGCRED_METRICS_PORT", 9090)),
             metrics_address=env.get("REGCRED_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
             remediations_per_minute=int(env.get("REGCRED_REMEDIATIONS_PER_MINUTE", defaults.remediations_per_minute)),

@@ -7,10 +7,12 @@ more CPU than the requests themselves when thousands of Secrets are listed.
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import json
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -330,6 +332,81 @@ class KubeApi:
     def read_credential(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}/{quote(name)}")
         return result
+
+    # -- watching the credentials' source Secrets (regcred.sources) --------------------------------------
+
+    def for_watches(self, connections: int) -> KubeApi:
+        """The same API with a connection pool of its own, big enough for this many long-lived watches: they
+        must not take the connections the reconciliations write with."""
+        configuration = copy.copy(self.api_client.configuration)
+        configuration.connection_pool_maxsize = connections
+        client = kubernetes.client.ApiClient(configuration)
+        client.user_agent = self.api_client.user_agent
+        return KubeApi(client, page_size=self.page_size, namespaces=self.namespaces, timeout=self.timeout)
+
+    def secret_list_version(self, namespace: str, name: str) -> str:
+        """The resourceVersion to watch one Secret from: a LIST selected server-side by namespace and name (the
+        Secret need not exist), so that a watch started from it misses no change."""
+        page = self.request("GET", _namespaced("secrets", namespace), query={"fieldSelector": f"metadata.name={name}"})
+        return str(((page or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_secret(
+        self, namespace: str, name: str, resource_version: str, *, timeout_seconds: int,
+        on_open: Callable[[WatchStream], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """One Secret's watch events (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR) after a resourceVersion, selected
+        by the API server (field selector metadata.name in the namespace: no other Secret is sent). Ends when
+        the server closes the stream, after ``timeout_seconds``; ``on_open`` gets a handle that ends it from
+        another thread."""
+        path = _namespaced("secrets", namespace)
+        query = {"watch": "true", "fieldSelector": f"metadata.name={name}", "resourceVersion": resource_version,
+                 "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+        method_, url, headers_, body_, post = self.api_client.param_serialize(
+            "GET", path, query_params=list(query.items()), header_params={"Accept": JSON},
+            auth_settings=["BearerToken"],
+        )
+        connect = self.timeout[0] if self.timeout else DEFAULT_TIMEOUT[0]
+        try:  # no byte for longer than the server's own timeout: a dead connection
+            response = self.api_client.call_api(method_, url, header_params=headers_, body=body_, post_params=post,
+                                                _request_timeout=(connect, timeout_seconds + 30.0))
+        except urllib3.exceptions.HTTPError as error:
+            raise _transport_error("WATCH", path, error) from None
+        raw: urllib3.BaseHTTPResponse = response.response
+        if response.status >= 400:
+            try:
+                status = json.loads(raw.read(64 * 1024) or b"{}")
+            except ValueError:
+                status = {}
+            finally:
+                raw.close()
+            raise KubeError(response.status, status.get("reason") or str(response.status), status.get("message") or "",
+                            retry_after=_retry_after(raw.headers.get("Retry-After")))
+        if on_open is not None:
+            on_open(WatchStream(raw))
+        finished = False
+        try:
+            for line in raw:
+                if line.strip():
+                    yield json.loads(line)
+            finished = True
+        except urllib3.exceptions.HTTPError as error:
+            raise _transport_error("WATCH", path, error) from None
+        finally:
+            if finished:
+                raw.release_conn()
+            else:
+                raw.close()
+
+
+class WatchStream:
+    """An open watch: close() ends it from any thread (the reading thread then sees the stream end)."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # already closed, or never connected: nothing to end
+            self._response.shutdown()
 
 
 def _transport_error(method: str, path: str, error: urllib3.exceptions.HTTPError) -> KubeError:

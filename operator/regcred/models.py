@@ -213,6 +213,21 @@ class CredentialSpec:
     def attaches_all_service_accounts(self) -> bool:
         return "*" in self.service_accounts
 
+    @property
+    def source_secrets(self) -> frozenset[tuple[str, str]]:
+        """(namespace, name) of every Secret the provider reads: what the operator watches for changes."""
+        provider = self.provider
+        refs: list[SecretRef | None]
+        if isinstance(provider, StaticSpec):
+            refs = [provider.secret_ref]
+        elif isinstance(provider, EcrSpec):
+            refs = [provider.credentials_secret_ref]
+        elif isinstance(provider, GhcrSpec):
+            refs = [provider.token_secret_ref, provider.app.private_key_secret_ref if provider.app else None]
+        else:
+            refs = [provider.credentials_secret_ref]
+        return frozenset((ref.namespace, ref.name) for ref in refs if ref is not None)
+
 
 _PROVIDER_NAMES: dict[type[Any], str] = {StaticSpec: "static", EcrSpec: "ecr", GhcrSpec: "ghcr", GarSpec: "gar"}
 
@@ -254,6 +269,24 @@ def parse_credential(name: str, spec: Mapping[str, Any]) -> CredentialSpec:
         remediation_cooldown=parse_duration(remediation.get("cooldown", "10m"), field="spec.remediation.cooldown"),
         remediation_dry_run=bool(remediation.get("dryRun", False)),
     )
+
+
+FORCE_SYNC_ANNOTATION = "regcred.dev/force-sync"
+
+
+def force_sync_request(credential: Mapping[str, Any], status: Mapping[str, Any] | None = None) -> str | None:
+    """The value of the credential's force-sync annotation when it has not been handled yet, else None.
+
+    Any new value (a timestamp, say) asks for one new mint and a rewrite everywhere; the handled value is
+    recorded in ``status.lastForceSync`` (``status``: the newest the caller knows, else the object's own), so
+    neither the same value applied again nor a restart mints again.
+    """
+    annotations = (credential.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(FORCE_SYNC_ANNOTATION)
+    if not value:
+        return None
+    handled = (status if status is not None else credential.get("status") or {}).get("lastForceSync")
+    return None if value == handled else str(value)
 
 
 def provider_key(raw: Mapping[str, Any]) -> str | None:

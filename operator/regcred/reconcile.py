@@ -33,7 +33,7 @@ from regcred.fanout import (
 )
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
-from regcred.models import CredentialSpec, SpecError, parse_credential, provider_key
+from regcred.models import CredentialSpec, SpecError, force_sync_request, parse_credential, provider_key
 from regcred.probe import Prober
 from regcred.providers import Provider, ProviderError, Token, provider_for
 from regcred.redact import HELD, redact_json
@@ -222,8 +222,11 @@ class Reconciler:
         verification: dict[str, Any] = {}
         previous = self._previous_token(spec, phash)
         refresh_failure: ProviderError | None = None
+        published_status = self._published.get(name) or credential.get("status") or {}
+        force = force_sync_request(credential, published_status)
+        handled_force = published_status.get("lastForceSync")
         try:
-            held, minted = self._token_for(spec, provider, phash, previous, now)
+            held, minted = self._token_for(spec, provider, phash, previous, now, force=force is not None)
             # Status, Events and log lines hide it from now on (a registry or a probe may echo it).
             HELD.hold(name, credentials=[(held.token.username, held.token.password)])
             if minted and verify_image is not None:
@@ -240,6 +243,7 @@ class Reconciler:
             HELD.hold(name, credentials=[(held.token.username, held.token.password)])
         else:
             self._failures.pop(name, None)
+            handled_force = force or handled_force  # the provider answered: never forced again for this value
         self._held[name] = held
         self._store(name, held)
         if minted:
@@ -318,6 +322,7 @@ class Reconciler:
                 **({"verification": verification} if verification else {}),
                 "expirationTime": format_time(held.token.expires_at) if held.token.expires_at else None,
                 "lastRefreshTime": format_time(held.minted_at),
+                **({"lastForceSync": handled_force} if handled_force else {}),
                 "registries": list(held.token.hosts),
                 "namespaces": counts,
                 "failedNamespaces": [f.as_status() for f in failed[:MAX_FAILED_NAMESPACES]],
@@ -382,11 +387,13 @@ class Reconciler:
 
     def _token_for(
         self, spec: CredentialSpec, provider: Provider, phash: str, previous: HeldToken | None,
-        now: datetime.datetime,
+        now: datetime.datetime, *, force: bool = False,
     ) -> tuple[HeldToken, bool]:
-        """The token in hand while it is fresh, else a newly minted one (True: minted now)."""
+        """The token in hand while it is fresh, else a newly minted one (True: minted now). ``force``: mint
+        even when the token in hand is fresh (the force-sync annotation)."""
         renewable = not provider.user_managed
-        if renewable and previous is not None and previous.refresh_at is not None and now < previous.refresh_at:
+        if renewable and not force and previous is not None and previous.refresh_at is not None \
+                and now < previous.refresh_at:
             return previous, False
 
         with self._lock:

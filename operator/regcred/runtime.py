@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from regcred import metrics
 from regcred.clock import Clock, SystemClock
@@ -13,6 +16,7 @@ from regcred.config import Settings
 from regcred.kube import KubeApi, load_api_client
 from regcred.reconcile import Reconciler
 from regcred.remediation import Remediator
+from regcred.sources import SourceWatcher, referenced_secrets
 
 logger = logging.getLogger("regcred")
 
@@ -56,11 +60,29 @@ class Runtime:
     clock: Clock
     wakeups: Wakeups = dataclasses.field(default_factory=Wakeups)
     remediator: Remediator = dataclasses.field(init=False)
+    sources: SourceWatcher = dataclasses.field(init=False)
     _metrics_server: object | None = dataclasses.field(default=None, init=False)
     _work_task: asyncio.Task[None] | None = dataclasses.field(default=None, init=False)
+    _loop: asyncio.AbstractEventLoop | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.remediator = Remediator(self.kube, self.reconciler, self.settings, self.clock)
+        self.sources = SourceWatcher(
+            lambda: self.kube.for_watches(self.settings.max_source_watches + 1), self._kick_from_thread,
+            max_watches=self.settings.max_source_watches, retry_initial=self.settings.retry_initial.total_seconds(),
+            retry_max=self.settings.retry_max.total_seconds(),
+        )
+
+    def track_sources(self, name: str, credential: Mapping[str, Any]) -> None:
+        """Watch the Secrets this credential reads (from the event loop: a change wakes the credential up)."""
+        self._loop = asyncio.get_running_loop()
+        self.sources.track(name, referenced_secrets(credential))
+
+    def _kick_from_thread(self, name: str) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the operator is stopping
+                loop.call_soon_threadsafe(self.wakeups.kick, name)
 
     # How long the work loop sleeps (real time) while this replica is a standby, before looking again.
     standby_poll_seconds = 1.0
@@ -115,6 +137,7 @@ class Runtime:
             self._metrics_server = metrics.serve(self.settings.metrics_port, self.settings.metrics_address)
 
     def close(self) -> None:
+        self.sources.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()  # type: ignore[attr-defined]
             self._metrics_server = None

@@ -345,9 +345,9 @@ def test_namespaces_mode_splits_the_rules_into_cluster_and_namespace_scopes() ->
             ("kopf.dev", "kopfpeerings", "list"), ("kopf.dev", "kopfpeerings", "watch"),
             ("kopf.dev", "kopfpeerings", "create"), ("kopf.dev", "kopfpeerings/status", "patch")}
     assert roles["default"] == {("", "events", "create")}  # the events namespace
-    # The credentials' source Secrets, and the operator's token store (regcred.store).
+    # The credentials' source Secrets (read, and watched by name), and the operator's token store (regcred.store).
     assert roles["regcred-system"] == {("", "secrets", "get"), ("", "secrets", "create"), ("", "secrets", "patch"),
-                                       ("", "secrets", "delete")}
+                                       ("", "secrets", "delete"), ("", "secrets", "list"), ("", "secrets", "watch")}
 
 
 def test_no_peering_rules_without_peering() -> None:

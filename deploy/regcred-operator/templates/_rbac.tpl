@@ -41,6 +41,8 @@ by tests/deploy/test_rbac.py against the requests the operator really makes. No 
 {{- define "regcred-operator.namespacedRules" -}}
 # Application: the pull Secrets: listed by label, watched (kopf, label-selected) to restore edited or
 # deleted ones, read, created, patched and deleted (when a namespace leaves the selection, on cleanup).
+# The Secrets that RegistryCredentials reference are read, and each is listed and watched by name
+# (fieldSelector metadata.name), so that a rotation applies within seconds.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]

@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from regcred import GROUP, PLURAL, VERSION
+from regcred.models import force_sync_request
 from regcred.remediation import sweep_needed
 from regcred.runtime import Runtime
 
@@ -31,6 +32,7 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, sto
         while not stopped:
             wake.clear()
             snapshot = copy.deepcopy(dict(body))
+            runtime.track_sources(name, snapshot)  # a change to a Secret it reads wakes it up
             before = runtime.reconciler.serving.get(name)
             outcome = await asyncio.to_thread(runtime.reconciler.reconcile, snapshot)
             after = runtime.reconciler.serving.get(name)
@@ -43,6 +45,7 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, sto
     finally:
         stopping.cancel()
         runtime.wakeups.unregister(name)
+        runtime.sources.forget(name)
 
 
 async def _wake_when_stopped(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
@@ -52,8 +55,9 @@ async def _wake_when_stopped(stopped: kopf.DaemonStopped, wake: asyncio.Event) -
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def notice_spec_change(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A new generation (the spec changed) is applied at once rather than at the next resync."""
-    if body.metadata.get("generation") != body.status.get("observedGeneration"):
+    """A new generation (the spec changed), or a new value of the force-sync annotation, is applied at once
+    rather than at the next resync."""
+    if body.metadata.get("generation") != body.status.get("observedGeneration") or force_sync_request(body):
         memo["runtime"].wakeups.kick(name)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import hashlib
 import json
@@ -39,7 +38,7 @@ def decode_data(secret: Mapping[str, Any]) -> bytes | None:
         return None
     try:
         return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         return None
 
 

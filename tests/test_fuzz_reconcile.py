@@ -19,7 +19,7 @@ import json
 import random
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
@@ -38,7 +38,7 @@ from regcred.providers import Provider, Token, provider_for
 from regcred.reconcile import Outcome, Reconciler, provider_hash
 from regcred.status import READY
 from tests.fake_kube import FakeKube
-from tests.hostile import BYTES, HOSTILE_TEXT, TIMESTAMPS, json_text
+from tests.hostile import BYTES, HOSTILE_TEXT, JSON_VALUES, TIMESTAMPS, json_text
 
 NAME = "fuzzed"
 SECRET_NAME = "pull"
@@ -99,8 +99,16 @@ GARBAGE_SECRET = st.fixed_dictionaries({
     "minted": TIMESTAMPS,
     "expires": st.one_of(st.none(), TIMESTAMPS),
 })
+# Forged: what the operator would write now, or any document, with its content hash right.
+DOCUMENTS = st.one_of(
+    BYTES,
+    JSON_VALUES.map(lambda auths: json.dumps({"auths": auths}).encode()),
+    st.dictionaries(HOSTILE_TEXT, JSON_VALUES, max_size=3).map(
+        lambda odd: json.dumps({"auths": {REGISTRY: {"username": "u", "password": "p"}, **odd}}).encode()),
+)
 FORGED_SECRET = st.fixed_dictionaries({
-    "managed": st.just(True), "type": st.just(dc.SECRET_TYPE), "data": st.just("intact"),
+    "managed": st.just(True), "type": st.just(dc.SECRET_TYPE),
+    "data": st.one_of(st.just("intact"), DOCUMENTS.map(lambda raw: ("forged", raw))),
     "content_hash": st.just("intact"), "provider_hash": st.just("intact"),
     "minted": TIMESTAMPS, "expires": st.one_of(st.none(), TIMESTAMPS),
 })
@@ -158,9 +166,14 @@ def build(scene: dict[str, Any]) -> tuple[FakeKube, dict[str, Any]]:
     for namespace, existing in scene["secrets"].items():
         if existing is None:
             continue
-        data = base64.b64encode(content).decode() if existing["data"] == "intact" else existing["data"]
+        written, data = content, existing["data"]
+        if data == "intact":
+            data = base64.b64encode(content).decode()
+        elif isinstance(data, tuple):
+            written = data[1]
+            data = base64.b64encode(written).decode()
         annotations = {
-            CONTENT_HASH_ANNOTATION: dc.content_hash(content) if existing["content_hash"] == "intact"
+            CONTENT_HASH_ANNOTATION: dc.content_hash(written) if existing["content_hash"] == "intact"
             else existing["content_hash"],
             PROVIDER_HASH_ANNOTATION: provider_hash(spec) if existing["provider_hash"] == "intact"
             else existing["provider_hash"],
@@ -184,6 +197,7 @@ def check_status(kube: FakeKube) -> None:
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == READY), None)
     assert ready is not None, status
     assert ready["status"] in ("True", "False"), ready
+    event(f"Ready={ready['status']} ({ready['reason']})")
     message = ready["message"]
     assert isinstance(message, str) and message.strip() and message.rstrip().endswith("."), ready
     if ready["status"] == "False":

@@ -41,7 +41,7 @@ COMMON_HEADERS = {
 
 def headers(specific: dict[str, st.SearchStrategy[str]]) -> st.SearchStrategy[list[tuple[str, str]]]:
     """Some of the common and the API's own headers, and odd ones."""
-    return st.fixed_dictionaries({}, optional={**COMMON_HEADERS, **specific}).map(list).flatmap(
+    return st.fixed_dictionaries({}, optional={**COMMON_HEADERS, **specific}).map(lambda d: list(d.items())).flatmap(
         lambda known: st.lists(st.tuples(st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True),
                                          HEADER_TEXT), max_size=2).map(lambda odd: known + odd))
 

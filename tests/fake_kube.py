@@ -16,21 +16,9 @@ from typing import Any
 
 from regcred.kube import KubeError
 from regcred.providers.base import SourceSecretNotFound
+from regcred_sandbox.patches import merge_patch  # RFC 7386, as the emulated API server applies it
 
 MAX_SECRET_BYTES = 1024 * 1024  # the API server's limit on a Secret's data
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def _selected(labels: Mapping[str, Any], selector: str) -> bool:
@@ -101,7 +89,7 @@ class FakeKube:
         with self._lock:
             if (namespace, name) not in self.secrets:
                 raise KubeError(404, "NotFound", f'secrets "{name}" not found')
-            patched = merge_patch(self.secrets[(namespace, name)], patch)
+            patched = copy.deepcopy(merge_patch(self.secrets[(namespace, name)], dict(patch)))
             self._check_size(patched)
             self.secrets[(namespace, name)] = patched
             return copy.deepcopy(patched)
@@ -131,7 +119,7 @@ class FakeKube:
         return copy.deepcopy(self.service_accounts[key])
 
     def patch_credential_status(self, name: str, status: Mapping[str, Any]) -> None:
-        self.status[name] = merge_patch(self.status.get(name) or {}, status)
+        self.status[name] = copy.deepcopy(merge_patch(self.status.get(name) or {}, dict(status)))
 
     def post_event(self, obj: Mapping[str, Any], *, api_version: str, kind: str, type_: str, reason: str,
                    message: str, namespace: str, now: str) -> None:

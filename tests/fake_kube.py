@@ -36,6 +36,10 @@ class FakeKube:
         self.service_accounts: dict[tuple[str, str], dict[str, Any]] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        # Pods, workloads and their Events, for diagnosis and remediation.
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (plural, namespace, name)
+        self.pod_events: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.deleted_pods: list[tuple[str, str]] = []
         self._versions = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -124,3 +128,35 @@ class FakeKube:
     def post_event(self, obj: Mapping[str, Any], *, api_version: str, kind: str, type_: str, reason: str,
                    message: str, namespace: str, now: str) -> None:
         self.events.append({"kind": kind, "type": type_, "reason": reason, "message": message})
+
+    # -- pods and workloads ------------------------------------------------------------------------
+
+    def read_namespaced(self, api: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if plural == "secrets":
+            found = self.secrets.get((namespace, name))
+        elif plural == "serviceaccounts":
+            found = self.service_accounts.get((namespace, name))
+        else:
+            found = self.objects.get((plural, namespace, name))
+        return copy.deepcopy(found)
+
+    def read_namespace(self, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(next((ns for ns in self.namespaces if ns["metadata"]["name"] == name), None))
+
+    def patch_namespaced(self, api: str, plural: str, namespace: str, name: str,
+                         patch: Mapping[str, Any]) -> dict[str, Any]:
+        if (plural, namespace, name) not in self.objects:
+            raise KubeError(404, "NotFound", f'{plural} "{name}" not found')
+        patched = copy.deepcopy(merge_patch(self.objects[(plural, namespace, name)], dict(patch)))
+        self.objects[(plural, namespace, name)] = patched
+        return copy.deepcopy(patched)
+
+    def list_pod_failure_events(self, namespace: str, name: str, uid: str | None, limit: int = 50
+                                ) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.pod_events.get((namespace, name), [])[:limit])
+
+    def delete_pod(self, namespace: str, name: str, uid: str | None = None) -> None:
+        self.deleted_pods.append((namespace, name))
+
+    def read_credential(self, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "status": copy.deepcopy(self.status.get(name) or {})}

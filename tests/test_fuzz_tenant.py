@@ -4,7 +4,8 @@ Diagnosis and remediation read the `regcred.dev/remediated` record and the `regc
 workloads and namespaces, the Job controller's failure count on pods, kubelet waiting messages and `Failed`
 Events (whose text quotes a registry or a proxy), and `regcred doctor` reads every pull Secret a pod names.
 All of it is tenant-writable. The property: each reader returns (a value, None, or "not this"), never raises,
-and takes bounded time on megabyte inputs.
+and takes bounded time on megabyte inputs; and the Remediator, on an in-memory cluster (tests/fake_kube.py),
+handles a stuck pod whatever its workload, namespace, ServiceAccount, Secret and Events say.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import random
 import time
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from regcred import dockerconfig as dc
 from regcred.classify import classify, extract_image
+from regcred.clock import ManualClock
+from regcred.config import Settings
 from regcred.diagnosis import (
     BACKOFF_PREFIX,
     FAILED_PREFIX,
@@ -30,6 +34,10 @@ from regcred.diagnosis import (
     stuck_containers,
 )
 from regcred.doctor import _auths, _credentials, remediation_record
+from regcred.fanout import CONTENT_HASH_ANNOTATION
+from regcred.probe import ProbeResult, Verdict
+from regcred.reconcile import Reconciler
+from regcred.remediation import Remediator
 from regcred.workloads import (
     JOB_INDEX_FAILURES,
     KINDS,
@@ -43,6 +51,7 @@ from regcred.workloads import (
     remediations_of,
     rollout_patch,
 )
+from tests.fake_kube import FakeKube
 from tests.hostile import BYTES, HOSTILE_TEXT, JSON_VALUES, TEXT, TIMESTAMPS, json_text
 
 NOW = datetime.datetime(2026, 12, 1, 18, 0, tzinfo=datetime.UTC)
@@ -193,3 +202,97 @@ def test_a_tenant_s_pull_secret_is_read_or_ignored(type_: str, data: dict[str, A
         token = dc.parse_token(content, None)
         assert token is None or (isinstance(token.username, str) and isinstance(token.password, str))
     assert time.monotonic() - started < BOUND_SECONDS
+
+
+# -- the whole of remediation, on an in-memory cluster -------------------------------------------------------------
+
+REGISTRY = "registry.example.com"
+OWNERS = st.sampled_from(["Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet", "none"])
+VERDICTS = st.sampled_from(list(Verdict))
+
+
+class FixedProber:
+    """What a probe with the credential in place answers, without a registry."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+
+    def probe(self, image: Any, credentials: Any = None) -> ProbeResult:
+        status = 200 if self.verdict is Verdict.OK else 401
+        return ProbeResult(self.verdict, status, f"The registry says {self.verdict}.")
+
+
+def cluster(shape: dict[str, Any], pod: dict[str, Any]) -> tuple[FakeKube, dict[str, Any]]:
+    kube = FakeKube([{"metadata": {"name": "shop", "annotations": shape["namespace_annotations"]},
+                      "status": {"phase": "Active"}}])
+    kube.put_source_secret("regcred-system", "source", {"username": b"puller", "password": b"pw"})
+    kube.put_service_account({"metadata": {"namespace": "shop", "name": "default"},
+                              "imagePullSecrets": [{"name": name} for name in shape["account_secrets"]]})
+    credential = {"metadata": {"name": CREDENTIAL, "generation": 1}, "spec": {
+        "secretName": "pull", "namespaces": {"names": ["shop"]}, "serviceAccounts": [],
+        "provider": {"static": {"registry": REGISTRY, "secretRef": {"namespace": "regcred-system", "name": "source"}}},
+        "remediation": {"strategy": shape["strategy"], "dryRun": shape["dry_run"]},
+    }}
+    owner = shape["owner"]
+    if owner != "none":
+        kind = KINDS[owner]
+        workload = {"metadata": {"name": "web", "namespace": "shop", "uid": "w-1",
+                                 "annotations": shape["annotations"]},
+                    "spec": {**shape["spec"], "template": {"spec": {"imagePullSecrets": [
+                        {"name": name} for name in shape["template_secrets"]]}}}}
+        kube.objects[(kind.plural, "shop", "web")] = workload
+        reference = {"kind": owner, "name": "web", "controller": True}
+        if owner == "Deployment":  # through its ReplicaSet, as the pod's owner
+            kube.objects[("replicasets", "shop", "web-1")] = {
+                "metadata": {"name": "web-1", "namespace": "shop", "ownerReferences": [reference]}}
+            reference = {"kind": "ReplicaSet", "name": "web-1", "controller": True}
+        pod["metadata"]["ownerReferences"] = [reference]
+    pod["metadata"].update({"uid": "p-1", "annotations": shape["pod_annotations"]})
+    kube.pod_events[("shop", "web-1")] = shape["events"]
+    return kube, credential
+
+
+REMEDIATION = st.fixed_dictionaries({
+    "owner": OWNERS, "strategy": st.sampled_from(["RolloutRestart", "DeletePods", "None"]), "dry_run": st.booleans(),
+    "annotations": ANNOTATIONS, "pod_annotations": ANNOTATIONS, "namespace_annotations": ANNOTATIONS,
+    "spec": WORKLOAD.map(lambda workload: workload["spec"]),
+    # Most examples must get as far as a restart: the pull Secret in place and used, a probe that can pull.
+    "account_secrets": st.one_of(st.just(["pull"]), st.lists(st.one_of(st.just("pull"), HOSTILE_TEXT.filter(bool)),
+                                                             max_size=2)),
+    "template_secrets": st.one_of(st.just([]), st.lists(st.one_of(st.just("pull"), HOSTILE_TEXT.filter(bool)),
+                                                        max_size=2)),
+    "events": st.lists(EVENT, max_size=3),
+    "secret_annotations": st.one_of(st.none(), st.none(), st.dictionaries(st.just(CONTENT_HASH_ANNOTATION), TEXT)),
+    "verdict": st.one_of(st.just(Verdict.OK), VERDICTS),
+})
+UNAUTHORIZED = f'{FAILED_PREFIX}{REGISTRY}/team/app:1.0": failed to authorize: 401 Unauthorized'
+SERVED_POD = st.tuples(POD, st.one_of(st.just(UNAUTHORIZED), MESSAGES)).map(lambda parts: {
+    **parts[0], "status": {"containerStatuses": [
+        {**status, "image": f"{REGISTRY}/team/app:1.0",
+         "state": {"waiting": {"reason": "ErrImagePull", "message": parts[1]}}}
+        for status in parts[0]["status"]["containerStatuses"]]}})
+
+
+@settings(FUZZ, max_examples=300)
+@given(shape=REMEDIATION, pod=SERVED_POD)
+def test_remediation_handles_a_stuck_pod_whatever_its_workload_says(shape: dict[str, Any], pod: dict[str, Any]) -> None:
+    kube, credential = cluster(shape, pod)
+    clock = ManualClock(NOW)
+    config = Settings(write_concurrency=1)
+    reconciler = Reconciler(kube, config, clock, rng=random.Random(0))  # type: ignore[arg-type]
+    try:
+        reconciler.reconcile(credential)
+        assert CREDENTIAL in reconciler.serving, kube.status
+        if shape["secret_annotations"] is not None:
+            kube.secrets[("shop", "pull")]["metadata"]["annotations"] = shape["secret_annotations"]
+        remediator = Remediator(kube, reconciler, config, clock,  # type: ignore[arg-type]
+                                prober=FixedProber(shape["verdict"]))  # type: ignore[arg-type]
+        started = time.monotonic()
+        assert remediator.handle_pod(pod), "handling the pod raised: see the log"
+        clock.advance(datetime.timedelta(minutes=11))  # past the decision memory and the rollout's grace
+        assert remediator.handle_pod(pod), "handling the pod again raised: see the log"
+        remediator.pod_gone(pod)
+        assert time.monotonic() - started < BOUND_SECONDS
+        event(" ".join(sorted({e["reason"] for e in kube.events if e["kind"] != "RegistryCredential"})) or "no Event")
+    finally:
+        reconciler.close()

@@ -168,6 +168,61 @@ def test_google_answers_and_source_secrets(answers: list[Answer], impersonate: b
     check_mint(provider, reader({"key.json": raw if raw is not None else google_key(key)}))
 
 
+# A workload identity federation configuration in the source Secret: it names where the subject token comes from.
+SOURCES = ("https://idp.example.com/", "azure", "aws")  # URLs only: no file of this machine is ever read
+AUDIENCE = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x"
+IMPERSONATION = ("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com"
+                 ":generateAccessToken")
+# Configurations the policy admits, so that the subject token's and Google's answers are read.
+ADMITTED = st.fixed_dictionaries({
+    "type": st.just("external_account"), "audience": st.just(AUDIENCE),
+    "subject_token_type": st.just("urn:ietf:params:oauth:token-type:jwt"),
+    "token_url": st.just("https://sts.googleapis.com/v1/token"),
+    "credential_source": st.sampled_from([
+        {"url": "https://idp.example.com/token", "format": {"type": "text"}},
+        {"url": "https://idp.example.com/token", "format": {"type": "json", "subject_token_field_name": "t"}},
+        {"url": "http://169.254.169.254/metadata/identity/oauth2/token", "headers": {"Metadata": "True"},
+         "format": {"type": "json", "subject_token_field_name": "access_token"}},
+    ]),
+}, optional={"service_account_impersonation_url": st.just(IMPERSONATION)})
+HOSTILE_FEDERATION = st.fixed_dictionaries({
+    "type": st.just("external_account"),
+    "audience": st.one_of(st.just(AUDIENCE), JSON_VALUES),
+    "subject_token_type": st.one_of(st.sampled_from(["urn:ietf:params:oauth:token-type:jwt",
+                                                     "urn:ietf:params:aws:token-type:aws4_request"]), JSON_VALUES),
+    "token_url": st.one_of(st.just("https://sts.googleapis.com/v1/token"), HOSTILE_TEXT, JSON_VALUES),
+    "credential_source": st.one_of(JSON_VALUES, st.fixed_dictionaries({}, optional={
+        "url": st.one_of(st.sampled_from(["https://idp.example.com/token",
+                                          "http://169.254.169.254/metadata/identity/oauth2/token",
+                                          "http://169.254.169.254/latest/meta-data/iam/security-credentials"]),
+                         HOSTILE_TEXT, JSON_VALUES),
+        "headers": st.one_of(st.just({"Metadata": "True"}), JSON_VALUES),
+        "format": st.one_of(st.sampled_from([{"type": "text"}, {"type": "json", "subject_token_field_name": "t"}]),
+                            JSON_VALUES),
+        "environment_id": st.one_of(st.just("aws1"), JSON_VALUES),
+        "region_url": st.one_of(st.just("http://169.254.169.254/latest/meta-data/placement/availability-zone"),
+                                HOSTILE_TEXT),
+        "regional_cred_verification_url": st.just(
+            "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"),
+        "file": st.one_of(st.just("/nonexistent/token"), HOSTILE_TEXT, JSON_VALUES),
+    })),
+}, optional={"service_account_impersonation_url": st.one_of(st.just(IMPERSONATION), HOSTILE_TEXT, JSON_VALUES)})
+FEDERATION = st.one_of(ADMITTED, HOSTILE_FEDERATION)
+
+
+@FUZZ
+@given(answers=GOOGLE_ANSWERS, configuration=FEDERATION)
+def test_google_federation_configurations(answers: list[Answer], configuration: dict[str, Any]) -> None:
+    client, canned = session(answers)
+    spec = GarSpec(registries=("europe-docker.pkg.dev",), credentials_secret_ref=REF)
+    provider = GarProvider(spec, request=google.auth.transport.requests.Request(session=client),
+                           credential_sources=SOURCES)
+    check_mint(provider, reader({"key.json": json.dumps(configuration).encode()}))
+    hosts = {request.url.split("/")[2] for request in canned.sent if request.url}
+    assert hosts <= {"idp.example.com", "169.254.169.254", "sts.googleapis.com", "iamcredentials.googleapis.com",
+                     "sts.eu-west-1.amazonaws.com"}, hosts
+
+
 # -- AWS ------------------------------------------------------------------------------------------------------------
 
 CORE = botocore.session.get_session()  # one model loader for every client: a client costs milliseconds

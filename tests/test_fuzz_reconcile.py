@@ -5,9 +5,9 @@ generated scenes: the source Secret of a static credential or of a GitHub PAT (k
 huge, not UTF-8, JSON nested thousands deep), the operator's own Secrets in tenant namespaces with their data
 and annotations edited (times out of range, hashes forged so that the token is adopted), Secrets of the same
 name it does not manage, ServiceAccounts with odd imagePullSecrets and `regcred.dev/attached-secrets` values,
-namespaces with odd labels. The properties: reconcile() returns an Outcome, twice in a row; the published
-status has a Ready condition with a sentence, and Ready=False has a reason; no secret value reaches status or
-an Event.
+namespaces with odd labels, and what the registry answers the probe of spec.verify.image. The properties:
+reconcile() returns an Outcome, twice in a row; the published status has a Ready condition with a sentence, and
+Ready=False has a reason; no secret value reaches status or an Event.
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ from regcred.fanout import (
     PROVIDER_HASH_ANNOTATION,
 )
 from regcred.models import EcrSpec
+from regcred.probe import Prober
 from regcred.providers import Provider, Token, provider_for
 from regcred.reconcile import Outcome, Reconciler, provider_hash
 from regcred.status import READY
+from tests.canned_http import session
 from tests.fake_kube import FakeKube
 from tests.hostile import BYTES, HOSTILE_TEXT, JSON_VALUES, TIMESTAMPS, json_text
+from tests.test_fuzz_probe import ANSWERS as PROBE_ANSWERS
 
 NAME = "fuzzed"
 SECRET_NAME = "pull"
@@ -129,6 +132,8 @@ SCENE = st.fixed_dictionaries({
     "namespaces": st.fixed_dictionaries({name: NAMESPACE for name in NAMESPACES}),
     "secrets": st.fixed_dictionaries({name: EXISTING_SECRET for name in NAMESPACES}),
     "accounts": st.fixed_dictionaries({name: st.lists(SERVICE_ACCOUNT, max_size=2) for name in NAMESPACES[:2]}),
+    # spec.verify.image: what the registry answers the probe of a freshly minted token
+    "verify": st.one_of(st.none(), PROBE_ANSWERS),
 })
 
 
@@ -154,6 +159,8 @@ def build(scene: dict[str, Any]) -> tuple[FakeKube, dict[str, Any]]:
         "serviceAccounts": scene["service_accounts"],
         "provider": PROVIDERS[scene["provider"]],
     }
+    if scene["verify"] is not None:
+        spec["verify"] = {"image": f"{REGISTRY}/team/app:1.0"}
     credential = {"metadata": {"name": NAME, "generation": 1}, "spec": spec}
     kube = FakeKube([
         {"metadata": {"name": name, "labels": shape["labels"]},
@@ -211,8 +218,9 @@ def check_status(kube: FakeKube) -> None:
 @given(scene=SCENE)
 def test_a_reconciliation_returns_and_says_why_whatever_tenants_wrote(scene: dict[str, Any]) -> None:
     kube, credential = build(scene)
+    prober = Prober(session=session(scene["verify"] or [(500, [], b"")])[0])
     reconciler = Reconciler(kube, Settings(write_concurrency=2), ManualClock(NOW),  # type: ignore[arg-type]
-                            providers=providers, rng=random.Random(0))
+                            providers=providers, prober=prober, rng=random.Random(0))
     try:
         for _ in range(2):  # the second one finds what the first wrote, and its own record of the status
             outcome = reconciler.reconcile(credential)

@@ -22,7 +22,7 @@ import botocore.awsrequest
 import botocore.session
 import google.auth.transport.requests
 from botocore.config import Config
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from regcred.fanout import format_time
@@ -105,7 +105,15 @@ GITHUB_STATUSES = st.one_of(st.sampled_from([200, 201, 403, 429]), STATUSES)  # 
 GITHUB_ANSWERS = st.lists(st.tuples(GITHUB_STATUSES, GITHUB_HEADERS, GITHUB_BODIES), min_size=1, max_size=2)
 
 
-@settings(FUZZ, max_examples=1000)
+# The crashes this test found, kept as examples (each was an exception out of mint()).
+@example(answers=[(429, [("Retry-After", "²")], b"{}")], app=False, registry="ghcr.io", secret="intact")
+@example(answers=[(403, [("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", "9" * 5000)], b"{}")], app=False,
+         registry="ghcr.io", secret="intact")
+@example(answers=[(200, [("GitHub-Authentication-Token-Expiration", "0001-01-01 00:00:00 +0100")], b"{}")],
+         app=False, registry="ghcr.io", secret="intact")
+@example(answers=[(200, [], b"[" * 100_000)], app=False, registry="ghcr.io", secret="intact")
+@example(answers=[(301, [("Location", "http://[")], b"{}")], app=False, registry="ghcr.io", secret="intact")
+@settings(FUZZ, max_examples=600)
 @given(answers=GITHUB_ANSWERS, app=st.booleans(), registry=st.sampled_from(["ghcr.io", "containers.ghe.example"]),
        secret=st.one_of(st.just("intact"), st.none(), st.dictionaries(
            st.sampled_from(["token", "private-key.pem"]), BYTES, max_size=2)))
@@ -156,6 +164,16 @@ def google_key(overrides: dict[str, Any]) -> bytes:
     return json.dumps({**key, **overrides}).encode()
 
 
+@example(answers=[(200, [], b'{"access_token": "t", "expires_in": []}')], impersonate=False, key={}, raw=None)
+@example(answers=[(200, [], b'{"access_token": "t", "expires_in": 1000000000000000000000000000000}')],
+         impersonate=False, key={}, raw=None)
+@example(answers=[(200, [], b'{"access_token": "t", "expires_in": 3600}'), (200, [], b'{"accessToken": "t", '
+                                                                               b'"expireTime": true}')],
+         impersonate=True, key={}, raw=None)
+@example(answers=[(200, [], b"\x80")], impersonate=False, key={}, raw=None)
+@example(answers=[(200, [], b'"a string"')], impersonate=False, key={}, raw=None)
+@example(answers=[(301, [("Location", "http://[")], b"")], impersonate=False, key={}, raw=None)
+@example(answers=[(200, [], b"{}")], impersonate=False, key={"token_uri": "http://["}, raw=None)
 @FUZZ
 @given(answers=GOOGLE_ANSWERS, impersonate=st.booleans(), key=GOOGLE_KEYS,
        raw=st.one_of(st.none(), st.none(), BYTES))
@@ -295,6 +313,17 @@ AWS_KEYS = st.one_of(st.just("intact"), st.none(), st.dictionaries(
     st.sampled_from(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]), BYTES, max_size=3))
 
 
+@example(ecr=(200, [], b"{}"), sts=(200, [], b"\x01"), assume_role=True, keys="intact")
+@example(ecr=(200, [], b"{}"), sts=(200, [], sts_xml({"AccessKeyId": "a", "Expiration": "http://["})),
+         assume_role=True, keys="intact")
+@example(ecr=(200, [], b"{}"), sts=(200, [], sts_xml({"SecretAccessKey": "s"})), assume_role=True, keys="intact")
+@example(ecr=(400, [], b'{"__type": "ThrottlingException", "message": ["x"]}'), sts=(200, [], b""),
+         assume_role=False, keys="intact")
+@example(ecr=(200, [], b'{"authorizationData": true}'), sts=(200, [], b""), assume_role=False, keys="intact")
+@example(ecr=(200, [], b"[" * 60_000), sts=(200, [], b""), assume_role=False, keys="intact")
+@example(ecr=(200, [], json.dumps({"authorizationData": [{"authorizationToken": "\u00e9", "expiresAt": 1e9,
+                                                           "proxyEndpoint": "https://x"}]}).encode()),
+         sts=(200, [], b""), assume_role=False, keys="intact")
 @FUZZ
 @given(ecr=st.tuples(st.one_of(st.just(200), STATUSES), headers({}), ECR_BODIES),
        sts=st.tuples(st.one_of(st.just(200), STATUSES), headers({}), STS_BODIES),

@@ -19,7 +19,7 @@ import json
 import random
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
@@ -213,6 +213,34 @@ def check_status(kube: FakeKube) -> None:
     assert CANARY not in published, "a secret value reached status or an Event"
 
 
+BASE_SCENE: dict[str, Any] = {
+    "provider": "static", "service_accounts": ["default"], "source": {"username": b"u", "password": b"p"},
+    "namespaces": {name: {"labels": {"team": "a"}, "terminating": False} for name in NAMESPACES},
+    "secrets": {name: None for name in NAMESPACES}, "accounts": {"team-a": [], "team-b": []}, "verify": None,
+}
+
+
+def scene_with(secret: dict[str, Any] | None = None, account: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The base scene with one managed Secret in team-a, or one ServiceAccount there."""
+    scene = {**BASE_SCENE, "secrets": {**BASE_SCENE["secrets"], "team-a": secret}}
+    if account is not None:
+        scene["accounts"] = {"team-a": [account], "team-b": []}
+    return scene
+
+
+def forged(data: Any = "intact", minted: str = "2026-12-01T17:00:00Z") -> dict[str, Any]:
+    return {"managed": True, "type": dc.SECRET_TYPE, "data": data, "content_hash": "intact",
+            "provider_hash": "intact", "minted": minted, "expires": None}
+
+
+# The crashes this test found, kept as examples (each was an exception out of reconcile()).
+@example(scene=scene_with(forged(minted="0001-01-01T00:00:00+01:00")))
+@example(scene=scene_with({**forged(), "data": "\u00e9", "content_hash": "x"}))
+@example(scene=scene_with(forged(("forged", b"[" * 100_000))))
+@example(scene=scene_with(forged(("forged", json.dumps({"auths": {"a": {"username": "u", "password": "p"},
+                                                                  "b": [1]}}).encode()))))
+@example(scene=scene_with(account={"imagePullSecrets": ["ab", None, 1], "attached": None}))
+@example(scene=scene_with(account={"imagePullSecrets": "0", "attached": None}))
 @settings(max_examples=1000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(scene=SCENE)

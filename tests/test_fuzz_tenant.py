@@ -17,7 +17,7 @@ import random
 import time
 from typing import Any
 
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from regcred import dockerconfig as dc
@@ -86,6 +86,15 @@ WORKLOAD = st.fixed_dictionaries({
 })
 
 
+def workload_example(**annotations: str) -> dict[str, Any]:
+    return {"kind": "Job", "annotations": annotations, "spec": {"backoffLimitPerIndex": 3},
+            "pod_annotations": annotations, "namespace_annotations": {}}
+
+
+# The crashes this test found, kept as examples.
+@example(shape=workload_example(**{REMEDIATED_ANNOTATION: '{"fuzzed": "x"}'}), strategy="RolloutRestart", per_pod=False)
+@example(shape=workload_example(**{REMEDIATED_ANNOTATION: "[" * 100_000}), strategy="RolloutRestart", per_pod=False)
+@example(shape=workload_example(**{JOB_INDEX_FAILURES: "²"}), strategy="DeletePods", per_pod=True)
 @FUZZ
 @given(shape=WORKLOAD, strategy=st.sampled_from(["RolloutRestart", "DeletePods"]), per_pod=st.booleans())
 def test_workload_and_namespace_annotations_are_read_or_ignored(
@@ -187,6 +196,9 @@ ENCODED = st.one_of(DOCUMENTS.map(lambda raw: base64.b64encode(raw).decode()), H
                     st.integers())
 
 
+@example(type_=dc.SECRET_TYPE, data={dc.DATA_KEY: base64.b64encode(b"[" * 100_000).decode()})
+@example(type_="kubernetes.io/dockercfg", data={".dockercfg": "\u00e9"})
+@example(type_=dc.SECRET_TYPE, data={dc.DATA_KEY: base64.b64encode(rb'{"auths": {"h": {"auth": "\u00e9"}}}').decode()})
 @FUZZ
 @given(type_=st.sampled_from([dc.SECRET_TYPE, "kubernetes.io/dockercfg", "Opaque"]),
        data=st.dictionaries(st.sampled_from([dc.DATA_KEY, ".dockercfg", "other"]), ENCODED, max_size=2))

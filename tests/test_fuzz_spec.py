@@ -15,14 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from regcred.models import SpecError, parse_credential
+from tests.hostile import HOSTILE_TEXT
 from tests.test_crd import load_schema
 
 SPEC_SCHEMA: dict[str, Any] = load_schema()["properties"]["spec"]
-# Free text where the schema has no pattern: what a careless user or a tenant might write.
-HOSTILE_TEXT = st.one_of(
-    st.text(max_size=80),
-    st.sampled_from(["http://[", "https://h:99999/", "", " ", "../../etc/passwd", "[" * 200, "\x00", "é" * 70]),
-)
 
 
 def strategy(schema: dict[str, Any]) -> st.SearchStrategy[Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import hashlib
 import json
@@ -39,18 +38,26 @@ def decode_data(secret: Mapping[str, Any]) -> bytes | None:
         return None
     try:
         return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a str that is not ASCII
         return None
 
 
 def parse_token(content: bytes, expires_at: datetime.datetime | None) -> Token | None:
-    """Rebuild the Token a Secret was rendered from (so a restart need not mint again), or None."""
+    """Rebuild the Token a Secret was rendered from (so a restart need not mint again), or None.
+
+    The content may have been edited by a tenant: anything but one username and password for every host
+    (or JSON nested too deep to read) is None.
+    """
     try:
-        auths = json.loads(content)["auths"]
-        hosts = tuple(sorted(auths))
-        first = auths[hosts[0]]
-        username, password = first["username"], first["password"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        document = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    auths = document.get("auths") if isinstance(document, dict) else None
+    if not isinstance(auths, dict) or not auths or not all(isinstance(entry, dict) for entry in auths.values()):
+        return None
+    hosts = tuple(sorted(auths))
+    username, password = auths[hosts[0]].get("username"), auths[hosts[0]].get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
         return None
     if not all(auths[h].get("username") == username and auths[h].get("password") == password for h in hosts):
         return None

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import dataclasses
 import datetime
 import functools
@@ -66,11 +65,11 @@ from regcred.probe import Prober, ProbeResult, Verdict
 from regcred.redact import Credentials, map_strings, redact
 from regcred.status import CREDENTIAL_REJECTED
 from regcred.workloads import (
-    REMEDIATED_ANNOTATION,
     Target,
     already_done,
     opted_out,
     plan,
+    remediations_of,
     target_of,
     template_pull_secrets,
 )
@@ -116,7 +115,6 @@ def shown(text: str, credentials: Sequence[Credentials], *, one_line: bool = Tru
 
 
 EXIT_HEALTHY, EXIT_STUCK, EXIT_ERROR = 0, 1, 2
-MAX_RECORD = 16_384  # characters of a tenant-writable `regcred.dev/remediated` annotation that are parsed
 MAX_FIELD = 64  # characters kept of each field read from it
 # Which decision to show when several credentials serve the same image: the one the operator acts on first.
 _PRIORITY = {Action.REMEDIATE: 0, Action.REJECTED: 1, Action.EXPLAIN: 2, Action.IGNORE: 3}
@@ -543,13 +541,13 @@ def _auths(secret: Mapping[str, Any], type_: str) -> dict[str, Mapping[str, Any]
         encoded = (secret.get("data") or {}).get(DOCKERCFG_KEY)
         try:
             raw = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a str that is not ASCII
             raw = None
     else:
         return {}
     try:
         document = json.loads(raw) if raw else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     if type_ == dc.SECRET_TYPE:
         document = document.get("auths") if isinstance(document, dict) else {}
@@ -566,7 +564,7 @@ def _credentials(entry: Mapping[str, Any]) -> Credentials | None:
     if isinstance(auth, str) and auth:
         try:
             user, sep, secret = base64.b64decode(auth, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (or not ASCII), not UTF-8
             return None
         if sep and user and secret:
             return user, secret
@@ -585,19 +583,10 @@ def _registry(image: str) -> str:
 
 def remediation_record(workload: Mapping[str, Any], credential: str) -> tuple[str, str] | None:
     """(revision, time) of the operator's last remediation of this workload for this credential, from the
-    workload's `regcred.dev/remediated` annotation: tenant-writable, so parsed with bounds and types checked."""
-    raw = ((workload.get("metadata") or {}).get("annotations") or {}).get(REMEDIATED_ANNOTATION)
-    if not isinstance(raw, str) or not raw or len(raw) > MAX_RECORD:
-        return None
-    try:
-        parsed = json.loads(raw)
-    except ValueError:
-        return None
-    entry = parsed.get(credential) if isinstance(parsed, dict) else None
-    if not isinstance(entry, dict):
-        return None
+    workload's `regcred.dev/remediated` annotation (tenant-writable: read with bounds by remediations_of)."""
+    entry = remediations_of(workload).get(credential) or {}
     revision, time = entry.get("revision"), entry.get("time")
-    if not isinstance(revision, str) or not isinstance(time, str):
+    if revision is None or time is None:
         return None
     return revision[:MAX_FIELD], time[:MAX_FIELD]
 

@@ -29,13 +29,14 @@ def format_time(value: datetime.datetime) -> str:
 
 
 def parse_time(value: object) -> datetime.datetime | None:
-    if not isinstance(value, str):
+    """An RFC 3339 time in UTC; None for anything else, and for a time that UTC cannot hold (year 1 at +01:00)."""
+    if not isinstance(value, str) or len(value) > 64:
         return None
     try:
         parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return parsed.astimezone(datetime.UTC) if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+    except (ValueError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +153,14 @@ def attached_by(service_account: Mapping[str, Any]) -> dict[str, str]:
     return {k: v for k, v in parsed.items() if isinstance(k, str) and isinstance(v, str)}
 
 
+def pull_secret_entries(service_account: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A ServiceAccount's imagePullSecrets entries; what is not a list of objects counts as no entry."""
+    entries = service_account.get("imagePullSecrets")
+    if not isinstance(entries, list):
+        return []
+    return [entry for entry in entries if isinstance(entry, Mapping)]
+
+
 def attach_update(
     service_account: Mapping[str, Any], credential: str, secret_name: str | None
 ) -> dict[str, Any] | None:
@@ -161,7 +170,8 @@ def attach_update(
     came is not claimed, so removing the credential never takes away what someone else put there.
     """
     owned = attached_by(service_account)
-    entries = [dict(e) for e in service_account.get("imagePullSecrets") or []]
+    listed = pull_secret_entries(service_account)
+    entries = [dict(e) for e in listed]
     previously = owned.pop(credential, None)
     if previously is not None and previously != secret_name and previously not in owned.values():
         entries = [e for e in entries if e.get("name") != previously]
@@ -171,7 +181,7 @@ def attach_update(
             owned[credential] = secret_name
         elif previously == secret_name:
             owned[credential] = secret_name
-    if entries == list(service_account.get("imagePullSecrets") or []) and owned == attached_by(service_account):
+    if entries == listed and owned == attached_by(service_account):
         return None
     updated: dict[str, Any] = json.loads(json.dumps(service_account))
     updated["imagePullSecrets"] = entries

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import requests
+import urllib3
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from regcred.imageref import ImageRef
@@ -224,7 +225,11 @@ class _Answer:
     links: Mapping[str, Any]
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        """The body as JSON; ValueError when it is not JSON, or is nested too deep to read."""
+        try:
+            return json.loads(self.content)
+        except RecursionError:
+            raise ValueError("JSON nested too deep") from None
 
 
 class _Done(Exception):
@@ -633,8 +638,8 @@ class _Run:
         with response:
             try:
                 body = response.raw.read(_BODY_LIMIT, decode_content=True) if method != "HEAD" else b""
-            except (requests.exceptions.RequestException, OSError, ValueError):
-                body = b""  # a broken body only costs us the error message
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError):
+                body = b""  # a broken body (cut short, badly encoded) only costs us the error message
         answer = _Answer(response.status_code, response.reason or "", response.headers, body or b"", response.links)
         # A redirect can be a blob store or an SSO login page: worth showing where we ended up.
         moved = f" (redirected to {_redact_url(response.url)})" if response.history else ""
@@ -748,8 +753,8 @@ def _errors(response: _Answer | None) -> tuple[list[str], str]:
     if response is None:
         return [], ""
     try:
-        body = json.loads(response.content or b"null")
-    except (ValueError, UnicodeDecodeError):
+        body = response.json() if response.content else None
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError)
         return [], ""
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list):

@@ -22,6 +22,7 @@ RESTARTED_AT_ANNOTATION = f"{GROUP}/restartedAt"
 REVISION_ANNOTATION = f"{GROUP}/credential-revision"
 # On a workload or namespace: "false" keeps the operator's hands off.
 OPT_OUT_ANNOTATION = f"{GROUP}/remediate"
+MAX_RECORD = 16_384  # characters of a tenant-writable `regcred.dev/remediated` annotation that are parsed
 
 
 def _never(_workload: Mapping[str, Any]) -> str | None:
@@ -83,7 +84,7 @@ def job_retries_left(job: Mapping[str, Any], pod: Mapping[str, Any]) -> str | No
     per_index = spec.get("backoffLimitPerIndex")
     if isinstance(per_index, int):
         raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(JOB_INDEX_FAILURES, "0")
-        count = int(raw) if isinstance(raw, str) and raw.isdigit() and len(raw) < 10 else None
+        count = int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 10 else None
         if count is None or count + 1 >= per_index:
             return (f"deleting the stuck pod counts as a failure of its index ({str(raw)[:10]} so far, "
                     f"spec.backoffLimitPerIndex {per_index}) and could fail that index")
@@ -169,12 +170,22 @@ def opted_out(*objects: Mapping[str, Any] | None) -> bool:
 
 
 def remediations_of(workload: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """{credential: {"revision": ..., "time": ...}} from the workload's `regcred.dev/remediated` record.
+
+    Tenant-writable: at most MAX_RECORD characters are parsed, nesting too deep to read counts as no record,
+    and only entries that are objects are kept, with their string fields.
+    """
     raw = ((workload.get("metadata") or {}).get("annotations") or {}).get(REMEDIATED_ANNOTATION)
-    try:
-        parsed = json.loads(raw) if raw else {}
-    except ValueError:
+    if not isinstance(raw, str) or not raw or len(raw) > MAX_RECORD:
         return {}
-    return parsed if isinstance(parsed, dict) else {}
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {credential: {key: value for key, value in entry.items() if isinstance(value, str)}
+            for credential, entry in parsed.items() if isinstance(entry, dict)}
 
 
 def already_done(

@@ -9,16 +9,16 @@ and whose message says what to fix; no message ever contains a key, a session to
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import boto3.session
 import botocore.exceptions
 from botocore.client import BaseClient
 from botocore.config import Config
+from botocore.parsers import ResponseParserError
 
 from regcred.models import EcrSpec, SecretRef
 from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
@@ -100,6 +100,11 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 _AWS_MESSAGE_LIMIT = 300
+# What botocore's parsers raise (none of them a BotoCoreError) for a body that does not fit the API's shapes: a
+# proxy's HTML page, a truncated body, a list where an object goes, a timestamp that is not one, JSON nested
+# thousands deep.
+_UNPARSABLE = (ResponseParserError, ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError,
+               OverflowError)
 
 Service = Literal["ecr", "sts"]
 
@@ -202,13 +207,21 @@ class EcrProvider:
             response = sts.assume_role(RoleArn=role_arn, RoleSessionName=ASSUME_ROLE_SESSION_NAME)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise _sts_error(error, role_arn, identity, secrets) from None
-        credentials = response["Credentials"]
-        secrets.extend([credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"]])
+        except _UNPARSABLE as error:
+            raise _unusable_sts_answer(role_arn, type(error).__name__) from None
+        answer: Mapping[str, Any] = cast("Mapping[str, Any]", response)  # as parsed: any JSON value may be there
+        credentials = answer.get("Credentials")
+        fields: Mapping[str, Any] = credentials if isinstance(credentials, Mapping) else {}
+        keys = [key for name in ("AccessKeyId", "SecretAccessKey", "SessionToken")
+                if isinstance(key := fields.get(name), str) and key]
+        if len(keys) != 3:
+            raise _unusable_sts_answer(role_arn, "no AccessKeyId, SecretAccessKey and SessionToken")
+        secrets.extend(keys)
         logger.debug("Assumed role %s for ECR in %s.", role_arn, self.spec.region)
         return self._session(
-            aws_access_key_id=credentials["AccessKeyId"],
-            aws_secret_access_key=credentials["SecretAccessKey"],
-            aws_session_token=credentials["SessionToken"],
+            aws_access_key_id=keys[0],
+            aws_secret_access_key=keys[1],
+            aws_session_token=keys[2],
         )
 
     def _get_authorization_token(self, session: boto3.session.Session, identity: str, secrets: list[str]) -> Token:
@@ -220,18 +233,22 @@ class EcrProvider:
                 response = ecr.get_authorization_token()
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise _ecr_error(error, self.spec.region, identity, secrets) from None
+        except _UNPARSABLE as error:
+            raise _invalid_response(f"it could not be parsed ({type(error).__name__})") from None
 
         hosts: list[str] = []
         passwords: list[str] = []
         expiries: list[datetime.datetime] = []
-        for data in response.get("authorizationData", []):
-            endpoint = data.get("proxyEndpoint")
-            encoded = data.get("authorizationToken")
-            expires_at = data.get("expiresAt")
-            if not endpoint or not encoded or expires_at is None:
+        entries = response.get("authorizationData")
+        for data in entries if isinstance(entries, list) else []:
+            # botocore passes a JSON value through where the API has a string: check every type.
+            endpoint, encoded, expires_at = (data.get(key) if isinstance(data, dict) else None
+                                             for key in ("proxyEndpoint", "authorizationToken", "expiresAt"))
+            host = endpoint.removeprefix("https://").removeprefix("http://").rstrip("/") if isinstance(
+                endpoint, str) else ""
+            if not host or not isinstance(encoded, str) or not isinstance(expires_at, datetime.datetime):
                 raise _invalid_response("an authorization entry lacks its endpoint, token or expiry")
             passwords.append(_decode_password(encoded))
-            host = endpoint.removeprefix("https://").removeprefix("http://").rstrip("/")
             if host not in hosts:
                 hosts.append(host)
             expiries.append(_as_utc(expires_at))
@@ -283,7 +300,7 @@ def _read_static_keys(read_secret: SecretReader, ref: SecretRef) -> dict[str, st
 def _decode_password(encoded: str) -> str:
     try:
         username, separator, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, a str that is not ASCII, UnicodeDecodeError
         raise _invalid_response("its token is not base64-encoded text") from None
     if not separator or username != ECR_USERNAME or not password:
         raise _invalid_response(f"its token is not of the form {ECR_USERNAME}:<password>")
@@ -294,7 +311,19 @@ def _as_utc(value: datetime.datetime) -> datetime.datetime:
     # botocore parses epoch timestamps into the local timezone; a naive one would be UTC.
     if value.tzinfo is None:
         return value.replace(tzinfo=datetime.UTC)
-    return value.astimezone(datetime.UTC)
+    try:
+        return value.astimezone(datetime.UTC)
+    except OverflowError:  # year 1 in a timezone east of UTC
+        raise _invalid_response("its expiry is out of range") from None
+
+
+def _unusable_sts_answer(role_arn: str, what: str) -> ProviderError:
+    return ProviderError(
+        f"STS answered AssumeRole of {role_arn} with a response the operator cannot use ({what}); the operator "
+        "will retry.",
+        reason=REASON_ASSUME_ROLE_FAILED,
+        retryable=True,
+    )
 
 
 def _invalid_response(what: str) -> ProviderError:
@@ -418,7 +447,7 @@ def _common_error(error: Exception, identity: str) -> ProviderError | None:
             retryable=True,
         )
     if isinstance(error, botocore.exceptions.ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
+        code = _error_code(error)
         if code in _REJECTED_CREDENTIAL_CODES:
             return ProviderError(
                 f"AWS rejected {identity} ({code}): the access key is unknown or disabled, or its secret "
@@ -438,8 +467,16 @@ def _common_error(error: Exception, identity: str) -> ProviderError | None:
 def _client_error_details(error: botocore.exceptions.ClientError, secrets: Iterable[str]) -> tuple[str, int, str]:
     details = error.response.get("Error", {})
     status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-    message = redact(details.get("Message") or "no message", secrets, limit=_AWS_MESSAGE_LIMIT)
-    return details.get("Code") or "UnknownError", status, message.rstrip(".")
+    message = details.get("Message")
+    message = message if isinstance(message, str) and message else "no message"  # the body's, any JSON value
+    message = redact(message, secrets, limit=_AWS_MESSAGE_LIMIT)
+    return _error_code(error) or "UnknownError", status, message.rstrip(".")
+
+
+def _error_code(error: botocore.exceptions.ClientError) -> str:
+    """The error's code: from the answer's body, so only a string of a sane length counts."""
+    code = error.response.get("Error", {}).get("Code")
+    return code if isinstance(code, str) and len(code) <= 100 else ""
 
 
 def _first_line(error: Exception) -> str:

@@ -180,14 +180,17 @@ class GarProvider:
             credentials.refresh(transport)  # type: ignore[no-untyped-call]
         except google.auth.exceptions.GoogleAuthError as error:
             raise _refresh_error(error, transport, identity, target, secrets) from None
-        except RecursionError:
+        except (RecursionError, ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as error:
             # google-auth parses answers (a credential source's, Google's) with json.loads and catches ValueError
-            # only: an answer nested thousands deep must still end as a sentence.
-            host = urllib.parse.urlsplit(transport.last_url or "").netloc or "a credential source"
+            # only, and reads their fields without checking types ("expires_in": [], "expireTime": true, a body
+            # that is a list or not UTF-8); requests raises ValueError for a Location or URL it cannot parse.
+            # Whatever was answered must still end as a sentence.
+            host = _netloc(transport.last_url) or "a credential source"
             status = f"HTTP {transport.last_status}, " if transport.last_status is not None else ""
+            what = "JSON nested too deeply to read" if isinstance(error, RecursionError) else (
+                f"a response or a redirect the operator cannot read ({type(error).__name__})")
             raise ProviderError(
-                f"{host} answered {identity.who} with JSON nested too deeply to read ({status}no details); the "
-                "operator will retry.",
+                f"{host} answered {identity.who} with {what} ({status}no details); the operator will retry.",
                 reason=REASON_INVALID_RESPONSE,
                 retryable=True,
             ) from None
@@ -285,7 +288,10 @@ class GarProvider:
             )
         impersonation_url = info.get("service_account_impersonation_url")
         if impersonation_url is not None:
-            match = _IMPERSONATION_PATH.search(urllib.parse.urlsplit(str(impersonation_url)).path)
+            try:
+                match = _IMPERSONATION_PATH.search(urllib.parse.urlsplit(str(impersonation_url)).path)
+            except ValueError:  # "http://[": refused below like any other URL that is not Google's
+                match = None
             if match is None or not (self.iam_endpoint_override is not None or _is_google_url(str(impersonation_url))):
                 raise InvalidSourceSecret(
                     f"Secret {ref} holds an external-account configuration whose service_account_impersonation_url "
@@ -579,6 +585,14 @@ def _is_google_url(url: str) -> bool:
     )
 
 
+def _netloc(url: str | None) -> str | None:
+    """The host[:port] of a URL that may not parse (a key's token_uri of "http://[")."""
+    try:
+        return urllib.parse.urlsplit(url or "").netloc or None
+    except ValueError:
+        return None
+
+
 def _as_utc(value: datetime.datetime) -> datetime.datetime:
     # google-auth keeps expiries as naive UTC datetimes.
     if value.tzinfo is None:
@@ -649,7 +663,7 @@ def _refresh_error(
     (Google's or a credential source's), which may echo a token, a claim, or whatever a source answered."""
     status = transport.last_status
     url = transport.last_url or ""
-    host = urllib.parse.urlsplit(url).netloc or "Google"
+    host = _netloc(url) or "Google"
     code, google_says = _google_says(error, status)
     at_iam = target is not None and url.endswith(":generateAccessToken")
 

@@ -313,10 +313,9 @@ def parse_expiration(value: str) -> datetime.datetime | None:
     elif ":" not in zone:
         zone = f"{zone[:3]}:{zone[3:]}"
     try:
-        parsed = datetime.datetime.fromisoformat(f"{day}T{time}{zone}")
-    except ValueError:
+        return datetime.datetime.fromisoformat(f"{day}T{time}{zone}").astimezone(datetime.UTC)
+    except (ValueError, OverflowError):  # not a time, or one UTC cannot hold (year 1 at +01:00)
         return None
-    return parsed.astimezone(datetime.UTC)
 
 
 def _when(expires_at: datetime.datetime, left: datetime.timedelta) -> str:
@@ -422,7 +421,8 @@ def _request(session: requests.Session, method: str, url: str, credential: str, 
             reason=REASON_UNAVAILABLE,
             retryable=True,
         ) from None
-    except requests.exceptions.RequestException as error:
+    except (requests.exceptions.RequestException, ValueError) as error:
+        # ValueError: requests parses a redirect's Location even when it does not follow it ("http://[").
         raise ProviderError(
             f"The request to GitHub at {host} could not be made while {what} ({type(error).__name__}); check "
             "the GitHub API URL.",
@@ -475,18 +475,26 @@ def _rate_limited(response: requests.Response) -> bool:
 
 def _rate_limit_reset(response: requests.Response) -> str | None:
     retry_after = response.headers.get("Retry-After", "")
-    if retry_after.isdigit():
+    if _seconds(retry_after):
         return f"{int(retry_after)} seconds"
     reset = response.headers.get("X-RateLimit-Reset", "")
-    if reset.isdigit():
-        return f"{datetime.datetime.fromtimestamp(int(reset), datetime.UTC):%H:%M} UTC"
+    if _seconds(reset):
+        try:
+            return f"{datetime.datetime.fromtimestamp(int(reset), datetime.UTC):%H:%M} UTC"
+        except (OverflowError, ValueError, OSError):  # a time past what the platform can hold
+            return None
     return None
+
+
+def _seconds(header: str) -> bool:
+    """Whether a header holds a plain count of seconds (ASCII digits, not a 4,000-digit number)."""
+    return 0 < len(header) <= 12 and header.isascii() and header.isdigit()
 
 
 def _github_message(response: requests.Response) -> str:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read
         return ""
     message = body.get("message") if isinstance(body, dict) else None
     return message if isinstance(message, str) else ""
@@ -516,7 +524,7 @@ def _expiration_header(value: str | None, ref: SecretRef) -> datetime.datetime |
 def _login(response: requests.Response) -> str | None:
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read
         return None
     login = body.get("login") if isinstance(body, dict) else None
     return login if isinstance(login, str) and login else None
@@ -532,7 +540,7 @@ def _installation_token(response: requests.Response) -> tuple[str, datetime.date
 
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to read
         raise invalid("it is not JSON") from None
     if not isinstance(body, dict):
         raise invalid("it is not a JSON object")

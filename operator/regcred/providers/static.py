@@ -7,6 +7,9 @@ import datetime
 from regcred.models import StaticSpec
 from regcred.providers.base import InvalidSourceSecret, SecretReader, Token
 
+# The pull Secret holds the password twice (once base64-encoded): this keeps it under the API's 1 MiB.
+MAX_VALUE_BYTES = 256 * 1024
+
 
 class StaticProvider:
     user_managed = True  # the operator re-reads the Secret; it cannot renew what a person created
@@ -25,6 +28,11 @@ class StaticProvider:
             raise InvalidSourceSecret(
                 f"Secret {ref} has no {' or '.join(missing)} key; "
                 "a static credential needs both `username` and `password`."
+            )
+        if max(len(data["username"]), len(data["password"])) > MAX_VALUE_BYTES:
+            raise InvalidSourceSecret(
+                f"Secret {ref} holds a username or password longer than {MAX_VALUE_BYTES // 1024} KiB; a pull "
+                "Secret must fit the API's 1 MiB limit with the password in it twice."
             )
         try:
             username, password = data["username"].decode(), data["password"].decode()

@@ -75,6 +75,10 @@ class FakeKube:
             raise SourceSecretNotFound(f"Secret {namespace}/{name} does not exist; create it or fix the reference.")
         return {key: base64.b64decode(value) for key, value in (secret.get("data") or {}).items()}
 
+    def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return copy.deepcopy(self.secrets.get((namespace, name)))
+
     def _check_size(self, body: Mapping[str, Any]) -> None:
         size = sum(len(str(value)) * 3 // 4 for value in (body.get("data") or {}).values())
         if size > MAX_SECRET_BYTES:

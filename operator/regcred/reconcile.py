@@ -337,17 +337,26 @@ class Reconciler:
             if name in attached_by(account):
                 self._update_service_account(account, name, None)
         self.kube.delete_secret(self.settings.state_namespace, store_name(name))
-        with self._lock:
-            self._stored.pop(name, None)
-            self._write_failures.pop(name, None)
-            self._not_before.pop(name, None)
-            self._held.pop(name, None)
-            self._failures.pop(name, None)
-            self._published.pop(name, None)
-            self.serving.pop(name, None)
-        metrics.forget(name)
+        self._forget(name)
         HELD.forget(name)
         logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
+
+    def forget(self, name: str) -> None:
+        """Drop what this process knows of a credential (held token, what the store and the status hold, what it
+        serves, its failures and gauges) once its credential loop stops, e.g. when peering pauses this replica:
+        the replica that acts meanwhile mints, writes and publishes, and whatever was cached here is stale when
+        this one resumes (it would write its old token back, or skip a status write). Waits for a pass in
+        flight, so that none writes its results back afterwards."""
+        with self._lock_for(name):
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            for cache in (self._stored, self._write_failures, self._not_before, self._held, self._failures,
+                          self._published, self.rejected):
+                cache.pop(name, None)
+            self.serving.pop(name, None)
+        metrics.forget(name)
 
     # -- tokens ------------------------------------------------------------------------------------
 

@@ -38,6 +38,9 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
             await asyncio.sleep(runtime.settings.debounce.total_seconds())
     finally:
         runtime.wakeups.unregister(name)
+        # kopf stops the daemons when peering pauses this replica (and starts them again when it resumes):
+        # nothing cached may outlive the pause, and the gauges are the active replica's alone.
+        await asyncio.shield(asyncio.to_thread(runtime.forget, name))
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

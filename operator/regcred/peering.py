@@ -9,10 +9,16 @@ resumed on it at once, and paused again only when the active replica's next keep
 replicas acting.
 
 With ``settings.peering.mandatory`` a replica starts paused (``kopf/_core/reactor/orchestration.py``,
-``spawn_missing_peerings``: the toggle is pre-activated). This module keeps a paused replica paused while
-the object is younger than one peering lifetime (plus a margin): by then every replica alive when it was
-created has written its keep-alive into it, and kopf's own rule decides again. An active replica is
-never paused by a young object: it stays the one that acts.
+``spawn_missing_peerings``: the toggle is pre-activated). This module keeps a paused replica paused
+
+- while the object is younger than one peering lifetime (plus a margin): by then every replica alive
+  when it was created has written its keep-alive into it;
+- until its own keep-alive entry is in the object: then every other replica has it too (in this event),
+  and a replica of lower priority that acts pauses on it;
+- for TAKEOVER_GRACE after that when a live replica of lower priority is listed: the time it takes that
+  replica, if it is the one acting, to stop its credential loops (their cancellation timeout);
+
+then kopf's own rule decides. An active replica is never paused by these: it stays the one that acts.
 
 The clock comparison (the API server's creationTimestamp against this process's clock) is the one kopf
 makes already: every entry's ``lastseen`` is the writing replica's clock.
@@ -33,6 +39,9 @@ logger = logging.getLogger("regcred")
 
 # For the peering object's creationTimestamp (whole seconds) and a keep-alive's own round trip.
 MARGIN = datetime.timedelta(seconds=2)
+# How long a replica of lower priority may take to stop acting once it sees a higher one: kopf cancels the
+# credential loops (cancellation_timeout=10 in handlers/credentials.py) and waits for them.
+TAKEOVER_GRACE = datetime.timedelta(seconds=10)
 
 Processor = Callable[..., Awaitable[None]]
 
@@ -47,27 +56,40 @@ def settled_at(body: dict[str, Any], lifetime: int) -> datetime.datetime | None:
 
 
 def guarded(process: Processor) -> Processor:
-    """kopf's peering-event processor, but a paused replica waits for the object to settle before resuming."""
+    """kopf's peering-event processor, but a paused replica resumes only as the module's docstring says."""
+    first_listed: dict[str, datetime.datetime] = {}  # identity: when its own entry was first seen
 
     @functools.wraps(process)
     async def process_peering_event(**kwargs: Any) -> None:
-        raw_event = kwargs["raw_event"]
-        settings = kwargs["settings"]
+        raw_event, settings, identity = kwargs["raw_event"], kwargs["settings"], kwargs["identity"]
         paused = kwargs.get("conflicts_found")
         body = raw_event.get("object") or {}
-        if (paused is not None and paused.is_on() and raw_event.get("type") != "DELETED"
-                and (body.get("metadata") or {}).get("name") == settings.peering.name):
-            settled = settled_at(body, settings.peering.lifetime)
-            now = datetime.datetime.now(datetime.UTC)
-            if settled is not None and now < settled:
-                logger.debug("The peering object %s is younger than a keep-alive: staying paused until %s.",
-                             settings.peering.name, settled.isoformat())
-                # As kopf waits for a blocking peer to expire: until then, or until the next event.
-                if await aiotime.sleep((settled - now).total_seconds(), wakeup=kwargs.get("stream_pressure")) is None:
-                    await kopf_peering.touch(identity=kwargs["identity"], settings=settings,
-                                             resource=kwargs["resource"], namespace=kwargs["namespace"])
-                return
-        await process(**kwargs)
+        if (paused is None or not paused.is_on() or raw_event.get("type") == "DELETED"
+                or (body.get("metadata") or {}).get("name") != settings.peering.name):
+            await process(**kwargs)
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        entries: dict[str, Any] = body.get("status") or {}
+        if identity not in entries:  # our keep-alive is on its way: its event brings us back here
+            logger.debug("Staying paused until this replica's keep-alive is in %s.", settings.peering.name)
+            return
+        listed = first_listed.setdefault(identity, now)
+        until = [settled_at(body, settings.peering.lifetime)]
+        peers = [kopf_peering.Peer(identity=kopf_peering.Identity(key), **value)
+                 for key, value in entries.items() if key != identity and isinstance(value, dict)]
+        if any(not peer.is_dead and peer.priority < settings.peering.priority for peer in peers):
+            until.append(listed + TAKEOVER_GRACE)
+        waits = [(when - now).total_seconds() for when in until if when is not None and when > now]
+        if not waits:
+            await process(**kwargs)
+            return
+        logger.debug("Staying paused on %s for %.1f s more (a young peering object, or a replica of lower "
+                     "priority that may still be stopping).", settings.peering.name, max(waits))
+        # As kopf waits for a blocking peer to expire: until then, or until the next event; then a keep-alive
+        # makes the event that brings us back here.
+        if await aiotime.sleep(max(waits), wakeup=kwargs.get("stream_pressure")) is None:
+            await kopf_peering.touch(identity=identity, settings=settings,
+                                     resource=kwargs["resource"], namespace=kwargs["namespace"])
 
     process_peering_event.regcred_guarded = True  # type: ignore[attr-defined]
     return process_peering_event

@@ -11,7 +11,6 @@ import pytest
 from regcred import peering
 
 LIFETIME = 60
-NOW = datetime.datetime.now(datetime.UTC)
 
 
 class Toggle:
@@ -30,11 +29,12 @@ class Settings:
 
 
 def entry(priority: int) -> dict[str, Any]:
-    return {"priority": priority, "lifetime": LIFETIME, "lastseen": NOW.isoformat()}
+    return {"priority": priority, "lifetime": LIFETIME, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
 
 
 def event(age_seconds: float, status: dict[str, Any], type_: str | None = "MODIFIED") -> dict[str, Any]:
-    created = (NOW - datetime.timedelta(seconds=age_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=age_seconds)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
     return {"type": type_, "object": {"metadata": {"name": "regcred-operator", "creationTimestamp": created},
                                       "status": status}}
 

@@ -210,8 +210,9 @@ class Reconciler:
         last_full = self._full_at.get(name)
         full = last_full is None or now - last_full >= self.settings.resync_interval - _FULL_PASS_SLACK
         if full:
+            mark = self.view.mark()
             listed = self.kube.list_namespaces()
-            self.view.fill_namespaces(listed)
+            self.view.replace_namespaces(listed, mark)
             namespaces = [NamespaceInfo.of(ns) for ns in listed]
         else:
             namespaces = self.view.namespaces()
@@ -361,18 +362,26 @@ class Reconciler:
             if name in attached_by(account):
                 self._update_service_account(account, name, None)
         self.kube.delete_secret(self.settings.state_namespace, store_name(name))
-        with self._lock:
-            self._stored.pop(name, None)
-            self._write_failures.pop(name, None)
-            self._not_before.pop(name, None)
-            self._full_at.pop(name, None)
-            self._held.pop(name, None)
-            self._failures.pop(name, None)
-            self._published.pop(name, None)
-            self.serving.pop(name, None)
-        metrics.forget(name)
+        self._forget(name)
         HELD.forget(name)
         logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
+
+    def forget(self, name: str) -> None:
+        """Drop what this process knows of a credential (held token, what the store and the status hold, what it
+        serves, its failures and gauges) once its credential loop stops, e.g. when peering pauses this replica:
+        the replica that acts meanwhile mints, writes and publishes, and whatever was cached here is stale when
+        this one resumes (it would write its old token back, or skip a status write). Waits for a pass in
+        flight, so that none writes its results back afterwards."""
+        with self._lock_for(name):
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            for cache in (self._stored, self._write_failures, self._not_before, self._full_at, self._held,
+                          self._failures, self._published, self.rejected):
+                cache.pop(name, None)
+            self.serving.pop(name, None)
+        metrics.forget(name)
 
     # -- tokens ------------------------------------------------------------------------------------
 
@@ -602,8 +611,9 @@ class Reconciler:
         failed: list[FailedNamespace] = []
         changed = 0
         if full:
+            mark = self.view.mark()
             accounts = self.kube.list_service_accounts()
-            self.view.fill_accounts(accounts)
+            self.view.replace_accounts(accounts, mark)
         else:
             accounts = []
             for namespace, account_name in self.view.accounts_needing(spec, frozenset(targets) | frozenset(leave)):

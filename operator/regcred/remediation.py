@@ -108,6 +108,18 @@ class Remediator:
         self._lock = threading.Lock()
         self.actions: list[str] = []  # what was done, for tests and logs ("RolloutRestart Deployment shop/web")
 
+    def reset(self) -> None:
+        """Forget the waiting work and the memory of pods, decisions and probes when peering pauses this replica:
+        the replica that acts meanwhile remediates and publishes, and this one starts afresh when it resumes
+        (its credential loops sweep again once they serve). The rate limit's window stays: it is the cluster's."""
+        with self._lock, self._seen_lock:
+            self.backlog = Backlog(self.settings.remediation_backlog_size)
+            self.retries = Retries(self.clock, initial=self.settings.retry_initial, maximum=self.settings.retry_max)
+            self._pending_published, self._pending_retry_at = {}, None
+            self._backlog_full_logged = False
+            self._overflowed, self._explained, self._noted = set(), set(), set()
+            self._seen, self._decided, self._probed, self._rejections, self._acted = {}, {}, {}, {}, {}
+
     # -- detection: which pods are looked at, and that none is lost ----------------------------------
 
     def sweep(self, credential: str | None = None) -> None:

@@ -123,6 +123,14 @@ class Runtime:
                 logger.exception("Working through waiting remediations failed.")
                 await asyncio.sleep(self.standby_poll_seconds)
 
+    def forget(self, name: str) -> None:
+        """A credential's loop stopped: drop what is cached for it; with no loop left (paused, or no credential),
+        the remediation memory too. Rebuilt by the reconciliations once the loops run again."""
+        self.reconciler.forget(name)
+        if not self.wakeups.active:
+            self.remediator.reset()
+            self.reconciler.view.clear()
+
     @classmethod
     def create(cls, *, settings: Settings | None = None, clock: Clock | None = None,
                kubeconfig: str | None = None) -> Runtime:

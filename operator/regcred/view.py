@@ -75,13 +75,25 @@ class ClusterView:
         self._lock = threading.Lock()
         self._namespaces: dict[str, NamespaceInfo] = {}
         self._accounts: dict[tuple[str, str], AccountInfo] = {}
+        # Every event gets the next number; each key remembers its last one (deletions too), so that a full
+        # LIST, which may be older than an event that came while it was on its way, never undoes that event.
+        self._sequence = 0
+        self._namespace_seen: dict[str, int] = {}
+        self._account_seen: dict[tuple[str, str], int] = {}
 
-    # -- fed by watch events (and by full LISTs, which only fill in what no event has told yet) --------------
+    # -- fed by watch events, and by the full LISTs of resyncs ------------------------------------------------
+
+    def mark(self) -> int:
+        """Taken before a full LIST: what the LIST cannot know about is what happened after it."""
+        with self._lock:
+            return self._sequence
 
     def namespace_event(self, body: Mapping[str, Any], deleted: bool) -> tuple[NamespaceInfo | None, NamespaceInfo]:
         """Record a namespace event; returns (what was known before, what is known now)."""
         info = NamespaceInfo.of(body)
         with self._lock:
+            self._sequence += 1
+            self._namespace_seen[info.name] = self._sequence
             before = self._namespaces.get(info.name)
             if deleted:
                 self._namespaces.pop(info.name, None)
@@ -91,24 +103,26 @@ class ClusterView:
 
     def account_event(self, body: Mapping[str, Any], deleted: bool) -> AccountInfo:
         info = AccountInfo.of(body)
+        key = (info.namespace, info.name)
         with self._lock:
+            self._sequence += 1
+            self._account_seen[key] = self._sequence
             if deleted:
-                self._accounts.pop((info.namespace, info.name), None)
+                self._accounts.pop(key, None)
             else:
-                self._accounts[(info.namespace, info.name)] = info
+                self._accounts[key] = info
         return info
 
-    def fill_namespaces(self, items: Iterable[Mapping[str, Any]]) -> None:
+    def replace_namespaces(self, items: Iterable[Mapping[str, Any]], mark: int) -> None:
+        """A full LIST of namespaces, started at ``mark``: it replaces what no later event has told."""
+        listed = {info.name: info for info in map(NamespaceInfo.of, items)}
         with self._lock:
-            for item in items:
-                info = NamespaceInfo.of(item)
-                self._namespaces.setdefault(info.name, info)
+            _replace(self._namespaces, listed, self._namespace_seen, mark)
 
-    def fill_accounts(self, items: Iterable[Mapping[str, Any]]) -> None:
+    def replace_accounts(self, items: Iterable[Mapping[str, Any]], mark: int) -> None:
+        listed = {(info.namespace, info.name): info for info in map(AccountInfo.of, items)}
         with self._lock:
-            for item in items:
-                info = AccountInfo.of(item)
-                self._accounts.setdefault((info.namespace, info.name), info)
+            _replace(self._accounts, listed, self._account_seen, mark)
 
     # -- read by reconciliations ---------------------------------------------------------------------------------
 
@@ -123,9 +137,20 @@ class ClusterView:
         return [(a.namespace, a.name) for a in accounts if a.needs(spec, a.namespace in targets)]
 
     def clear(self) -> None:
+        """Forget everything (a replica that pauses: its watches stop, so what it knew goes stale)."""
         with self._lock:
             self._namespaces.clear()
             self._accounts.clear()
+            self._namespace_seen.clear()
+            self._account_seen.clear()
+
+
+def _replace(known: dict[Any, Any], listed: Mapping[Any, Any], seen: dict[Any, int], mark: int) -> None:
+    for key in [key for key in known if key not in listed and seen.get(key, 0) <= mark]:
+        del known[key]  # gone, and no event since the LIST started says otherwise
+    for key, info in listed.items():
+        if seen.get(key, 0) <= mark:
+            known[key] = info
 
 
 # (credential name, its spec, the namespaces it serves now) for each credential being served.

@@ -80,7 +80,7 @@ def test_custom_resources_match_their_crd(scenario: str) -> None:
         jsonschema.validate({k: v for k, v in obj.items() if k != "metadata"}, schema)
         checked += 1
     if scenario == "credentials-from-values":
-        assert checked == 2 + 1  # two RegistryCredentials, the ClusterKopfPeering
+        assert checked == 2  # the two RegistryCredentials (the replicas create the peering object)
 
 
 def test_a_malformed_registry_credential_from_values_is_caught_by_the_crd_schema() -> None:

@@ -197,6 +197,10 @@ class Scenarios:
 # -- running them ----------------------------------------------------------------------------------
 
 
+# A replica resumes only once the (just created) peering object is a lifetime old (regcred.peering): short.
+PEERING_LIFETIME = 2
+
+
 def peering_crds() -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(PEERING_CRDS.read_text()) if doc]
 
@@ -213,7 +217,8 @@ def operator_requests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list
         cluster.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", {
             "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING_NAME}})
         factory = OperatorFactory(emulated, monkeypatch)
-        factory.start(settings=dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME))
+        factory.start(settings=dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME,
+                                                   peering_lifetime_seconds=PEERING_LIFETIME))
         try:
             # This replica registered in the peering object: kopf runs in peering mode, not standalone.
             eventually(lambda: _assert(cluster.api_request(
@@ -237,7 +242,8 @@ def namespaced_requests() -> Iterator[list[RequestRecord]]:
             cluster.namespace(namespace)
             cluster.api_request("POST", f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings", {
                 "apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING_NAME}})
-        settings = dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME, watch_namespaces=WATCHED)
+        settings = dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME, watch_namespaces=WATCHED,
+                                       peering_lifetime_seconds=PEERING_LIFETIME)
         client = emulated.api_client()
         client.user_agent = USER_AGENT
         kube = KubeApi(client, namespaces=WATCHED)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import datetime
 import faulthandler
 import functools
 import importlib.metadata
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from regcred.clock import Clock, SystemClock
 from regcred.config import Settings
 from regcred.embedded import EmbeddedOperator
 from regcred.kube import USER_AGENT, KubeApi, KubeError, load_api_client
-from regcred.reconcile import Reconciler
+from regcred.reconcile import Outcome, ProviderFactory, Reconciler
 from regcred.runtime import Runtime
 from regcred_sandbox import EmulatedCluster
 from tests.control_plane import ControlPlane
@@ -204,6 +205,43 @@ def chart_identity(plane: ControlPlane, objects: list[dict[str, Any]] | None = N
     return f"system:serviceaccount:{account['namespace']}:{account['name']}", token["status"]["token"]
 
 
+class CountingReconciler(Reconciler):
+    """A Reconciler that records when each of its passes ran: which replica acted, and when."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.passes: list[tuple[float, float]] = []  # (start, end), time.monotonic()
+
+    def reconcile(self, credential: Mapping[str, Any]) -> Outcome:
+        start = time.monotonic()
+        try:
+            return super().reconcile(credential)
+        finally:
+            self.passes.append((start, time.monotonic()))
+
+    def passes_since(self, moment: float) -> int:
+        return sum(1 for _, end in list(self.passes) if end >= moment)
+
+
+@dataclasses.dataclass
+class Replica:
+    """One of several operators in this process, as the replicas of a Deployment: each its own Runtime, kopf
+    and peering identity, all in one peering object."""
+
+    runtime: Runtime
+    reconciler: CountingReconciler
+    embedded: EmbeddedOperator | None
+
+    def stop(self) -> None:
+        """As a pod that terminates: kopf leaves the peering (its keep-alive entry goes), then exits."""
+        if self.embedded is not None:
+            self.embedded.stop(timeout=60)
+            self.embedded = None
+
+
+PEERING_NAME = "regcred-operator"
+
+
 class OperatorFactory:
     """Starts (and restarts) the operator: a fresh process-worth of memory each time.
 
@@ -217,6 +255,7 @@ class OperatorFactory:
         self.monkeypatch = monkeypatch
         monkeypatch.setenv("KUBECONFIG", backend.kubeconfig_path)  # how kopf itself logs in
         self.running: EmbeddedOperator | None = None
+        self.replicas: list[Replica] = []  # start_replica(): several at once, peering
         self.runtimes: list[Runtime] = []
         self.identity: tuple[str, str] | None = None  # (user, token) on a real cluster
         self.expect_forbidden = False  # a test about a 403 says so; every other test fails on one
@@ -246,6 +285,22 @@ class OperatorFactory:
         self.runtimes.append(runtime)
         return runtime
 
+    def start_replica(self, priority: int, *, clock: Clock | None = None, settings: Settings = TEST_SETTINGS,
+                      providers: ProviderFactory | None = None, lifetime: int = 4) -> Replica:
+        """One more replica, peering with the others (short-lived keep-alives: failover in seconds)."""
+        clock = clock or SystemClock()
+        settings = dataclasses.replace(settings, peering_name=PEERING_NAME, peering_priority=priority,
+                                       peering_lifetime_seconds=lifetime)
+        kube = KubeApi(self.api_client(), namespaces=settings.watch_namespaces, timeout=settings.api_timeout)
+        self._ensure_namespace(settings.state_namespace)
+        reconciler = (CountingReconciler(kube, settings, clock, providers=providers) if providers is not None
+                      else CountingReconciler(kube, settings, clock))
+        runtime = Runtime(settings=settings, kube=kube, reconciler=reconciler, clock=clock)
+        replica = Replica(runtime, reconciler, EmbeddedOperator(runtime).start())
+        self.replicas.append(replica)
+        self.runtimes.append(runtime)
+        return replica
+
     def _ensure_namespace(self, name: str) -> None:
         """The operator's own namespace, as `helm install --create-namespace` leaves it (on a real cluster
         chart_identity has made it already)."""
@@ -256,6 +311,8 @@ class OperatorFactory:
                 raise
 
     def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
         if self.running is not None:
             try:
                 self.running.stop(timeout=60)

@@ -50,8 +50,9 @@ def test_namespaces_mode_needs_nothing_beyond_the_charts_roles(cluster: Cluster,
 
     rbac = chart_identity_objects({"watchNamespaces": list(WATCHED)})
     assert {m["kind"] for m in rbac} >= {"ClusterRole", "Role", "RoleBinding"}
-    operator.start(settings=dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME, watch_namespaces=WATCHED),
-                   rbac=rbac)
+    # A short peering lifetime: a replica waits one on a just-created peering object (regcred.peering).
+    operator.start(settings=dataclasses.replace(TEST_SETTINGS, peering_name=PEERING_NAME, watch_namespaces=WATCHED,
+                                                peering_lifetime_seconds=2), rbac=rbac)
     cluster.apply_credential("private", spec())
 
     eventually(lambda: _equal(set(cluster.secrets(SELECTOR)), set(WATCHED)), timeout=20)

@@ -46,6 +46,9 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, sto
         stopping.cancel()
         runtime.wakeups.unregister(name)
         runtime.sources.forget(name)
+        # kopf stops the daemons when peering pauses this replica (and starts them again when it resumes):
+        # nothing cached may outlive the pause, and the gauges are the active replica's alone.
+        await asyncio.shield(asyncio.to_thread(runtime.forget, name))
 
 
 async def _wake_when_stopped(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:

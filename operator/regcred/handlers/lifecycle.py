@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+import regcred.peering
 from regcred import GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from regcred.runtime import Runtime
 
@@ -54,6 +55,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.peering.priority = (peering.peering_priority if peering.peering_priority is not None
                                  else secrets.randbelow(2**31 - 1) + 1)
     settings.peering.lifetime = peering.peering_lifetime_seconds
+    if peering.peering_name:
+        # Start paused, and resume only on a settled peering object (regcred.peering says why).
+        settings.peering.mandatory = True
+        regcred.peering.install()
     runtime.start_metrics()
 
 

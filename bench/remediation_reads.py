@@ -1,0 +1,123 @@
+"""What a remediation sweep reads from the API server, by verb and resource. Prints figures; asserts nothing.
+
+N stuck pods (200 by default) of Deployments (2 pods each, through a ReplicaSet) over M namespaces (50), each
+pulling from one of C registries (3), each served by its own credential in every namespace. The pods failed
+with a 401 before the credentials existed (they lack the pull Secret their ServiceAccount now carries), so
+every one is fixable. The credentials are reconciled (Secrets written, ServiceAccounts patched); then a fresh
+Remediator sweeps all credentials twice, with the default rate limit (most workloads wait in the backlog).
+Only the operator's own requests (User-Agent regcred.kube.USER_AGENT) made during each sweep are counted.
+
+    .venv/bin/python bench/remediation_reads.py [--pods 200] [--namespaces 50] [--credentials 3]
+        [--pods-per-deployment 2] [--per-minute 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import dataclasses
+import datetime
+import time
+from typing import Any
+
+from regcred import GROUP, PLURAL, VERSION
+from regcred.clock import SystemClock
+from regcred.config import Settings
+from regcred.kube import USER_AGENT, KubeApi
+from regcred.manifests import load_crd
+from regcred.reconcile import Reconciler
+from regcred.remediation import Remediator
+from regcred_sandbox import EmulatedCluster
+from regcred_sandbox.kubelet import report_pull_failure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, default=200)
+    parser.add_argument("--namespaces", type=int, default=50)
+    parser.add_argument("--credentials", type=int, default=3)
+    parser.add_argument("--pods-per-deployment", type=int, default=2)
+    parser.add_argument("--per-minute", type=int, default=Settings().remediations_per_minute)
+    args = parser.parse_args()
+    hosts = [f"registry-{i}.example.com" for i in range(args.credentials)]
+    namespaces = [f"team-{i:03d}" for i in range(args.namespaces)]
+    with EmulatedCluster() as cluster:
+        cluster.install_crd(load_crd())
+        setup = KubeApi(cluster.api_client())
+        for name in ("regcred-system", *namespaces):
+            setup.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name}})
+        for namespace in namespaces:
+            setup.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                          body={"metadata": {"name": "default"}})
+        setup.request("POST", "/api/v1/namespaces/regcred-system/secrets", body={"metadata": {"name": "robot"}, "data": {
+            "username": base64.b64encode(b"robot").decode(), "password": base64.b64encode(b"pw").decode()}})
+        failed_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+        deployments = (args.pods + args.pods_per_deployment - 1) // args.pods_per_deployment
+        made = 0
+        for index in range(deployments):
+            namespace, host = namespaces[index % len(namespaces)], hosts[index % len(hosts)]
+            pods = min(args.pods_per_deployment, args.pods - made)
+            stuck_deployment(setup, namespace, f"web-{index:04d}", f"{host}/team/app:v1", pods, failed_at)
+            made += pods
+
+        client = cluster.api_client()
+        client.user_agent = USER_AGENT  # the operator's requests, told apart from the set-up's
+        kube = KubeApi(client)
+        settings = dataclasses.replace(Settings(metrics_port=0, peering_name=""),
+                                       remediations_per_minute=args.per_minute)
+        clock = SystemClock()
+        reconciler = Reconciler(kube, settings, clock)
+        for index, host in enumerate(hosts):
+            body = setup.request("POST", f"/apis/{GROUP}/{VERSION}/{PLURAL}", body={
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "RegistryCredential", "metadata": {"name": f"r{index}"},
+                "spec": {"provider": {"static": {"registry": host, "secretRef": {"namespace": "regcred-system",
+                                                                                  "name": "robot"}}},
+                         "secretName": f"pull-{index}", "namespaces": {"names": namespaces}}})
+            reconciler.reconcile(body)
+        remediator = Remediator(kube, reconciler, settings, clock)
+        print(f"{args.pods} stuck pods of {deployments} Deployments in {args.namespaces} namespaces, "
+              f"{args.credentials} credentials, limit {args.per_minute}/min:")
+        for label in ("first sweep (fresh operator)", "second sweep"):
+            cluster.reset_requests()
+            started = time.perf_counter()
+            remediator.sweep()
+            wall = time.perf_counter() - started
+            mine = [r for r in cluster.requests if r.user_agent == USER_AGENT]
+            counts = collections.Counter(f"{r.verb} {r.resource}" for r in mine)
+            reads = sum(n for key, n in counts.items() if key.split()[0] in ("get", "list"))
+            print(f"  {label}: {len(mine)} requests ({reads} reads) in {wall * 1000:.0f} ms; restarted "
+                  f"{len(remediator.actions)}, waiting {len(remediator.backlog)}")
+            for key, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+                print(f"    {count:6d}  {key}")
+        reconciler.close()
+
+
+def stuck_deployment(kube: KubeApi, namespace: str, name: str, image: str, pods: int,
+                     failed_at: datetime.datetime) -> None:
+    """A Deployment, its ReplicaSet and `pods` pods (no pull secret of their own), stuck on a 401 since `failed_at`."""
+    template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}
+    deployment = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body={
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template}})
+    replicaset = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/replicasets", body={
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": f"{name}-5d9", "ownerReferences": [owner(deployment)]},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template}})
+    for index in range(pods):
+        pod = f"{name}-5d9-{index:03d}"
+        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body={
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "labels": {"app": name}, "ownerReferences": [owner(replicaset)]},
+            "spec": {"containers": [{"name": "app", "image": image}]}})
+        report_pull_failure(kube, namespace, pod, image, f'failed to pull and unpack image "{image}": 401 Unauthorized',
+                            at=failed_at)
+
+
+def owner(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True}
+
+
+if __name__ == "__main__":
+    main()

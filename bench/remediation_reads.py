@@ -50,8 +50,9 @@ def main() -> None:
         for namespace in namespaces:
             setup.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
                           body={"metadata": {"name": "default"}})
-        setup.request("POST", "/api/v1/namespaces/regcred-system/secrets", body={"metadata": {"name": "robot"}, "data": {
-            "username": base64.b64encode(b"robot").decode(), "password": base64.b64encode(b"pw").decode()}})
+        robot = {"username": base64.b64encode(b"robot").decode(), "password": base64.b64encode(b"pw").decode()}
+        setup.request("POST", "/api/v1/namespaces/regcred-system/secrets",
+                      body={"metadata": {"name": "robot"}, "data": robot})
         failed_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
         deployments = (args.pods + args.pods_per_deployment - 1) // args.pods_per_deployment
         made = 0

@@ -219,6 +219,12 @@ class Decision:
     timing: Timing = Timing.UNKNOWN
 
 
+def template_matters(pod: Mapping[str, Any], secret_name: str) -> bool:
+    """Whether `decide` needs the pod template's imagePullSecrets (and so the workload read): only when the pod
+    does not list the credential's Secret itself (with it listed, the template's list changes no decision)."""
+    return secret_name not in _names((pod.get("spec") or {}).get("imagePullSecrets"))
+
+
 def decide(
     pod: Mapping[str, Any],
     stuck: StuckContainer,

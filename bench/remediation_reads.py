@@ -19,7 +19,6 @@ import collections
 import dataclasses
 import datetime
 import time
-from typing import Any
 
 from regcred import GROUP, PLURAL, VERSION
 from regcred.clock import SystemClock
@@ -29,7 +28,7 @@ from regcred.manifests import load_crd
 from regcred.reconcile import Reconciler
 from regcred.remediation import Remediator
 from regcred_sandbox import EmulatedCluster
-from regcred_sandbox.kubelet import report_pull_failure
+from regcred_sandbox.kubelet import stuck_replicaset_pods
 
 
 def main() -> None:
@@ -59,7 +58,7 @@ def main() -> None:
         for index in range(deployments):
             namespace, host = namespaces[index % len(namespaces)], hosts[index % len(hosts)]
             pods = min(args.pods_per_deployment, args.pods - made)
-            stuck_deployment(setup, namespace, f"web-{index:04d}", f"{host}/team/app:v1", pods, failed_at)
+            stuck_replicaset_pods(setup, namespace, f"web-{index:04d}", f"{host}/team/app:v1", pods, failed_at)
             made += pods
 
         client = cluster.api_client()
@@ -92,32 +91,6 @@ def main() -> None:
             for key, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
                 print(f"    {count:6d}  {key}")
         reconciler.close()
-
-
-def stuck_deployment(kube: KubeApi, namespace: str, name: str, image: str, pods: int,
-                     failed_at: datetime.datetime) -> None:
-    """A Deployment, its ReplicaSet and `pods` pods (no pull secret of their own), stuck on a 401 since `failed_at`."""
-    template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}
-    deployment = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body={
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template}})
-    replicaset = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/replicasets", body={
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": f"{name}-5d9", "ownerReferences": [owner(deployment)]},
-        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template}})
-    for index in range(pods):
-        pod = f"{name}-5d9-{index:03d}"
-        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body={
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "labels": {"app": name}, "ownerReferences": [owner(replicaset)]},
-            "spec": {"containers": [{"name": "app", "image": image}]}})
-        report_pull_failure(kube, namespace, pod, image, f'failed to pull and unpack image "{image}": 401 Unauthorized',
-                            at=failed_at)
-
-
-def owner(obj: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": True}
 
 
 if __name__ == "__main__":

@@ -99,7 +99,12 @@ class Reads:
                          lambda: self.kube.read_namespaced("v1", "secrets", namespace, name))
 
     def namespace(self, name: str) -> Mapping[str, Any] | None:
-        return self._get(("v1", "namespaces", name), lambda: self.kube.read_namespace(name))
+        return self._get(("v1", "namespaces", "", name), lambda: self.kube.read_namespace(name))
+
+    def refreshed(self, api: str, plural: str, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """What was read afresh replaces what the sweep had read (its next pods see the object as it is now)."""
+        if (api, plural, namespace, name) in self._objects:
+            self._objects[(api, plural, namespace, name)] = body
 
     def cached(self, api: str, plural: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         """An object this sweep has read already (None: not read, or not there)."""
@@ -529,8 +534,11 @@ class Remediator:
         else:
             kind = KINDS[kind_name]
             body = self.kube.read_namespaced(kind.api, kind.plural, namespace, name)
+            reads.refreshed(kind.api, kind.plural, namespace, name, body)
             target = Target(kind_name, body) if body is not None else Target("Pod", pod)
-        how = self._plan(pod, target, self.kube.read_namespace(namespace), serving, decision, news)
+        fresh_namespace = self.kube.read_namespace(namespace)
+        reads.refreshed("v1", "namespaces", "", namespace, fresh_namespace)
+        how = self._plan(pod, target, fresh_namespace, serving, decision, news)
         if how is None:
             return
         if not self._admit(pod, key, serving):

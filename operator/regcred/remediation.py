@@ -103,7 +103,7 @@ class Reads:
 
     def refreshed(self, api: str, plural: str, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
         """What was read afresh replaces what the sweep had read (its next pods see the object as it is now)."""
-        if (api, plural, namespace, name) in self._objects:
+        if (api, plural, namespace, name) in self._objects or len(self._objects) < self.capacity:
             self._objects[(api, plural, namespace, name)] = body
 
     def cached(self, api: str, plural: str, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -536,6 +536,8 @@ class Remediator:
             body = self.kube.read_namespaced(kind.api, kind.plural, namespace, name)
             reads.refreshed(kind.api, kind.plural, namespace, name, body)
             target = Target(kind_name, body) if body is not None else Target("Pod", pod)
+            if body is None:  # gone: said of the pod itself, once
+                news = self._first_time((spec.name, serving.revision, "Pod", namespace, target.name))
         fresh_namespace = self.kube.read_namespace(namespace)
         reads.refreshed("v1", "namespaces", "", namespace, fresh_namespace)
         how = self._plan(pod, target, fresh_namespace, serving, decision, news)

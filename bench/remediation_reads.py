@@ -3,12 +3,13 @@
 N stuck pods (200 by default) of Deployments (2 pods each, through a ReplicaSet) over M namespaces (50), each
 pulling from one of C registries (3), each served by its own credential in every namespace. The pods failed
 with a 401 before the credentials existed (they lack the pull Secret their ServiceAccount now carries), so
-every one is fixable. The credentials are reconciled (Secrets written, ServiceAccounts patched); then a fresh
-Remediator sweeps all credentials twice, with the default rate limit (most workloads wait in the backlog).
-Only the operator's own requests (User-Agent regcred.kube.USER_AGENT) made during each sweep are counted.
+every one is fixable; with --own-secret they list the Secret themselves (their template then decides
+nothing). The credentials are reconciled (Secrets written, ServiceAccounts patched); then a fresh Remediator
+sweeps all credentials twice, with the default rate limit (most workloads wait in the backlog). Only the
+operator's own requests (User-Agent regcred.kube.USER_AGENT) made during each sweep are counted.
 
     .venv/bin/python bench/remediation_reads.py [--pods 200] [--namespaces 50] [--credentials 3]
-        [--pods-per-deployment 2] [--per-minute 10]
+        [--pods-per-deployment 2] [--per-minute 10] [--own-secret]
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--credentials", type=int, default=3)
     parser.add_argument("--pods-per-deployment", type=int, default=2)
     parser.add_argument("--per-minute", type=int, default=Settings().remediations_per_minute)
+    parser.add_argument("--own-secret", action="store_true",
+                        help="the pods list their credential's Secret themselves (their template then decides nothing)")
     args = parser.parse_args()
     hosts = [f"registry-{i}.example.com" for i in range(args.credentials)]
     namespaces = [f"team-{i:03d}" for i in range(args.namespaces)]
@@ -58,7 +61,8 @@ def main() -> None:
         for index in range(deployments):
             namespace, host = namespaces[index % len(namespaces)], hosts[index % len(hosts)]
             pods = min(args.pods_per_deployment, args.pods - made)
-            stuck_replicaset_pods(setup, namespace, f"web-{index:04d}", f"{host}/team/app:v1", pods, failed_at)
+            stuck_replicaset_pods(setup, namespace, f"web-{index:04d}", f"{host}/team/app:v1", pods, failed_at,
+                                  pull_secret=f"pull-{index % len(hosts)}" if args.own_secret else None)
             made += pods
 
         client = cluster.api_client()

@@ -151,6 +151,8 @@ class Remediator:
         # Workloads restarted for a revision, by (credential, revision, namespace, kind, name): their further
         # stuck pods cost no read of the workload.
         self._done: set[tuple[str, str, str, str, str]] = set()
+        # Which workload controls a ReplicaSet, by (namespace, name, uid): read again right before any action.
+        self._owners: dict[tuple[str, str, str], tuple[str, str]] = {}
         self.effect_grace = EFFECT_GRACE
         self._seen_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -503,13 +505,14 @@ class Remediator:
             logger.warning("%s", message)
             self._post_credential(serving, "Warning", CREDENTIAL_REJECTED_REASON, message)
 
-    def _remediate(self, pod: Mapping[str, Any], serving: Serving, decision: Decision, reads: Reads) -> None:
+    def _remediate(self, pod: Mapping[str, Any], serving: Serving, decision: Decision, reads: Reads, *,
+                   again: bool = False) -> None:
         """Repair the pod's workload. What needs no read is asked first (this process's record of the revision
         done, what this sweep has read of the workload, the rate limit and its backlog: what has to wait is
-        queued unread); the workload and its namespace are read afresh right before acting."""
+        queued unread); the owner chain, the workload and its namespace are read afresh right before acting."""
         spec, now = serving.spec, self.clock.now()
         namespace = str((pod.get("metadata") or {}).get("namespace", ""))
-        ref = workload_ref(pod, reads.read)
+        ref = self._workload_ref(pod, reads)
         if isinstance(ref, Target):  # the bare pod, or an ownerless ReplicaSet as this sweep read it
             known: Target | None = ref
             kind_name, name = ref.kind, ref.name
@@ -528,16 +531,21 @@ class Remediator:
         if self._must_wait(key):  # held back by the global rate limit: queued (never dropped), not read
             self._hold(pod, key, serving)
             return
-        # Fresh: the once-per-revision record, the opt-outs and the workload's state as they are now.
-        if kind_name == "Pod":
-            target = Target("Pod", pod)
-        else:
-            kind = KINDS[kind_name]
-            body = self.kube.read_namespaced(kind.api, kind.plural, namespace, name)
-            reads.refreshed(kind.api, kind.plural, namespace, name, body)
-            target = Target(kind_name, body) if body is not None else Target("Pod", pod)
-            if body is None:  # gone: said of the pod itself, once
-                news = self._first_time((spec.name, serving.revision, "Pod", namespace, target.name))
+        # Fresh: the owner chain, the once-per-revision record, the opt-outs and the workload as they are now.
+        def fresh(api: str, plural: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+            body = self.kube.read_namespaced(api, plural, namespace, name)
+            reads.refreshed(api, plural, namespace, name, body)
+            return body
+
+        now_ref = workload_ref(pod, fresh)
+        if _identity(now_ref) != (kind_name, name):  # the chain changed since it was read: judged as it is now
+            self._forget_owner(pod)
+            if not again:
+                self._remediate(pod, serving, decision, reads, again=True)
+            return
+        target = read_target(pod, now_ref, fresh)
+        if target.kind == "Pod":  # gone: said of the pod itself, once
+            news = self._first_time((spec.name, serving.revision, "Pod", namespace, target.name))
         fresh_namespace = self.kube.read_namespace(namespace)
         reads.refreshed("v1", "namespaces", "", namespace, fresh_namespace)
         how = self._plan(pod, target, fresh_namespace, serving, decision, news)
@@ -577,6 +585,28 @@ class Remediator:
         self._record(target, serving, action or "", decision, result=REPLACED if delete else PENDING, message=
                      f"{'Restarted' if action == 'RolloutRestart' else 'Deleted the stuck pod of'} {where}{detail} "
                      f"to use the fresh credential of RegistryCredential {spec.name}: {decision.why}{note}")
+
+    def _workload_ref(self, pod: Mapping[str, Any], reads: Reads) -> Target | tuple[str, str]:
+        """`workload_ref`, with this process's memory of which workload controls a ReplicaSet (by its uid): a pod
+        whose decision is remembered costs no read until its workload may be acted on (then read afresh)."""
+        key = _replicaset_of(pod)
+        if key is not None:
+            with self._seen_lock:
+                remembered = self._owners.get(key)
+            if remembered is not None:
+                return remembered
+        ref = workload_ref(pod, reads.read)
+        if key is not None and not isinstance(ref, Target):
+            with self._seen_lock:
+                if len(self._owners) > 10_000:
+                    self._owners.clear()
+                self._owners[key] = ref
+        return ref
+
+    def _forget_owner(self, pod: Mapping[str, Any]) -> None:
+        key = _replicaset_of(pod)
+        with self._seen_lock:
+            self._owners.pop(key or ("", "", ""), None)
 
     def _plan(self, pod: Mapping[str, Any], target: Target, namespace: Mapping[str, Any] | None, serving: Serving,
               decision: Decision, news: bool) -> Plan | None:
@@ -752,6 +782,21 @@ def sweep_needed(before: Serving | None, after: Serving | None, writes: int, *, 
         return False
     return (not swept or before is None or writes > 0 or before.revision != after.revision
             or not after.namespaces <= before.namespaces)
+
+
+def _identity(ref: Target | tuple[str, str]) -> tuple[str, str]:
+    return (ref.kind, ref.name) if isinstance(ref, Target) else ref
+
+
+def _replicaset_of(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(namespace, name, uid) of the ReplicaSet controlling the pod, if one does."""
+    metadata = pod.get("metadata") or {}
+    for ref in metadata.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            if ref.get("kind") == "ReplicaSet" and ref.get("uid"):
+                return str(metadata.get("namespace", "")), str(ref.get("name", "")), str(ref["uid"])
+            return None
+    return None
 
 
 def _verb(action: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from regcred import GROUP, PLURAL, VERSION
-from regcred.clock import SystemClock
+from regcred.clock import Clock, ManualClock, SystemClock
 from regcred.config import Settings
 from regcred.kube import MERGE_PATCH, USER_AGENT, KubeApi
 from regcred.reconcile import Reconciler
@@ -46,20 +46,21 @@ def setup(backend: EmulatedCluster) -> KubeApi:
     return kube
 
 
-def remediator(backend: EmulatedCluster, setup: KubeApi, per_minute: int,
-               kube: KubeApi | None = None) -> Iterator[Remediator]:
+def remediator(backend: EmulatedCluster, setup: KubeApi, per_minute: int, kube: KubeApi | None = None,
+               clock: Clock | None = None) -> Iterator[Remediator]:
     """The credential served (its Secret written, the ServiceAccount patched), and a Remediator with a fresh memory."""
     client = backend.api_client()
     client.user_agent = USER_AGENT
     kube = kube or KubeApi(client)
     settings = dataclasses.replace(Settings(metrics_port=0, peering_name=""), remediations_per_minute=per_minute)
-    reconciler = Reconciler(kube, settings, SystemClock())
+    clock = clock or SystemClock()
+    reconciler = Reconciler(kube, settings, clock)
     reconciler.reconcile(setup.request("POST", f"/apis/{GROUP}/{VERSION}/{PLURAL}", body={
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RegistryCredential", "metadata": {"name": "private"},
         "spec": {"provider": {"static": {"registry": HOST, "secretRef": {"namespace": "regcred-system",
                                                                           "name": "robot"}}},
                  "secretName": SECRET, "namespaces": {"names": [NS]}}}))
-    yield Remediator(kube, reconciler, settings, SystemClock())
+    yield Remediator(kube, reconciler, settings, clock)
     reconciler.close()
 
 
@@ -86,8 +87,9 @@ def test_what_the_pods_of_one_deployment_share_is_read_once_per_sweep(backend: E
         assert counts["list events"] == 20  # each pod's own pull failures
         assert counts["get serviceaccounts"] == 1
         assert counts["get secrets"] == 1
-        assert counts["get replicasets"] == 1
-        # Once for the decision (its template's pull secrets), once more right before the restart (its record).
+        # The owner chain: once for the decision (the template's pull secrets), once more right before the
+        # restart (the once-per-revision record on the Deployment, as it is then).
+        assert counts["get replicasets"] == 2
         assert counts["get deployments"] == 2
         assert counts["get namespaces"] == 2  # the opt-out: as the sweep read it, and right before acting
         assert counts["patch deployments"] == 1
@@ -108,12 +110,12 @@ def test_pods_beyond_the_rate_limit_cost_no_read_of_their_workloads(backend: Emu
         assert counts["get serviceaccounts"] == 1
         assert counts["get secrets"] == 1
 
-        # Swept again: every decision is remembered, the restarted one is known done, the others still wait.
+        # Swept again: every decision is remembered, the restarted one is known done, the others still wait:
+        # nothing is read but the pending pods.
         again = swept(backend, remediating)
         assert remediating.actions == [f"RolloutRestart Deployment {NS}/web-0"]
         assert len(remediating.backlog) == 4
-        assert again["get deployments"] == 0
-        assert again["list events"] == again["get serviceaccounts"] == again["get secrets"] == 0
+        assert again == {"list pods": 1}
 
 
 class OptingOutRightAfterARead(KubeApi):
@@ -147,3 +149,26 @@ def test_a_workload_changed_after_the_sweep_read_it_is_judged_as_it_is_now(backe
                 if e["involvedObject"]["kind"] == "Deployment"] == ["NotRemediated"]
         # The fresh read replaced the sweep's copy: the other two pods are judged by it, without more reads.
         assert counts["get deployments"] == 2
+
+
+def test_a_replicaset_adopted_by_another_deployment_meanwhile_gets_that_one_restarted(backend: EmulatedCluster,
+                                                                                      setup: KubeApi) -> None:
+    # The pod's ReplicaSet belongs to web-a when the sweep queues it (the rate limit is used up), and to web-b
+    # (orphaned and adopted) when its turn comes: the remembered owner is read again, and web-b is restarted.
+    stuck_replicaset_pods(setup, NS, "web-a", IMAGE, 1, before_the_credential(), pull_secret=SECRET)
+    stuck_replicaset_pods(setup, NS, "web-b", IMAGE, 0, before_the_credential())
+    clock = ManualClock(datetime.datetime.now(datetime.UTC))
+    for remediating in remediator(backend, setup, per_minute=1, clock=clock):
+        assert remediating.limiter.allow()  # the minute's one restart is gone
+        swept(backend, remediating)
+        assert remediating.backlog.waiting() == [("private", NS, "Deployment", "web-a")]
+        web_b = setup.request("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/web-b")
+        setup.request("PATCH", f"/apis/apps/v1/namespaces/{NS}/replicasets/web-a-5d9", content_type=MERGE_PATCH,
+                      body={"metadata": {"ownerReferences": [{
+                          "apiVersion": "apps/v1", "kind": "Deployment", "name": "web-b",
+                          "uid": web_b["metadata"]["uid"], "controller": True}]}})
+
+        clock.advance(datetime.timedelta(minutes=1))
+        remediating.work_due()
+        assert remediating.actions == [f"RolloutRestart Deployment {NS}/web-b"]
+        assert len(remediating.backlog) == 0

@@ -220,8 +220,9 @@ class Decision:
 
 
 def template_matters(pod: Mapping[str, Any], secret_name: str) -> bool:
-    """Whether `decide` needs the pod template's imagePullSecrets (and so the workload read): only when the pod
-    does not list the credential's Secret itself (with it listed, the template's list changes no decision)."""
+    """Whether `decide` needs what a replacement pod will list (the template's imagePullSecrets, and the
+    ServiceAccount's): only when the pod does not list the credential's Secret itself (with it listed, neither
+    changes the decision)."""
     return secret_name not in _names((pod.get("spec") or {}).get("imagePullSecrets"))
 
 

@@ -417,12 +417,14 @@ class Remediator:
         namespace = (pod.get("metadata") or {}).get("namespace", "")
         spec = serving.spec
         account_name = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-        account = reads.read("v1", "serviceaccounts", namespace, account_name) or {}
         secret = reads.secret(namespace, spec.secret_name, serving.revision) or {}
         in_place = secret_in_place(secret, serving.revision)
         since = revision_reached(serving.since, secret)  # shared with `regcred doctor`
-        # The template's pull secrets decide only for a pod without the Secret: only then is the workload read.
-        workload = target() if template_matters(pod, spec.secret_name) else None
+        # What a replacement pod will list (the template's pull secrets, else the ServiceAccount's) decides only
+        # for a pod without the Secret: only then are the workload and the ServiceAccount read.
+        matters = template_matters(pod, spec.secret_name)
+        workload = target() if matters else None
+        account = (reads.read("v1", "serviceaccounts", namespace, account_name) or {}) if matters else {}
         return decide(pod, container, served_hosts=serving.token.hosts, secret_name=spec.secret_name,
                       account_pull_secrets=[r.get("name") for r in account.get("imagePullSecrets") or []],
                       secret_in_place=in_place, probe=lambda image: self._probe(serving, image), events=events,

@@ -471,8 +471,10 @@ class Remediator:
             return cached[0]
         result = self.prober.probe(image, (serving.token.username, serving.token.password))
         with self._seen_lock:
-            if len(self._probed) > 1_000:
-                self._probed.clear()
+            if len(self._probed) > 1_000:  # bounded: the expired answers go first, then all
+                self._probed = {k: v for k, v in self._probed.items() if now - v[1] < PROBE_MEMORY}
+                if len(self._probed) > 1_000:
+                    self._probed.clear()
             self._probed[key] = (result, now)
         return result
 

@@ -21,6 +21,7 @@ from regcred.diagnosis import (
     failure_timing,
     pull_events,
     stuck_containers,
+    template_matters,
 )
 from regcred.fanout import format_time
 from regcred.imageref import ImageRef
@@ -237,3 +238,20 @@ def test_pull_events_are_bounded_and_newest_first() -> None:
                                  (EARLIER + datetime.timedelta(seconds=MAX_EVENTS - 1)).replace(microsecond=0))
     huge = pull_events([failed_event(IMAGE, "x" * 1_000_000, EARLIER)])
     assert len(huge[0].error) < 5000
+
+
+@pytest.mark.parametrize("message", [EXPIRED, MISSING, "Back-off pulling image", ""])
+@pytest.mark.parametrize("failed_at", [EARLIER, LATER, None])
+@pytest.mark.parametrize("verdict", [Verdict.OK, Verdict.UNAUTHORIZED, Verdict.NOT_FOUND])
+def test_a_pod_listing_the_secret_is_decided_without_its_template_or_service_account(
+        message: str, failed_at: datetime.datetime | None, verdict: Verdict) -> None:
+    # What remediation leaves unread for such a pod (the workload, the ServiceAccount) changes no decision.
+    body = pod(f"{ECR}/app:v1", "ErrImagePull", message, pull_secrets=("other", "ecr-pull"))
+    assert not template_matters(body, "ecr-pull")
+    assert template_matters(pod(f"{ECR}/app:v1", "ErrImagePull", message, pull_secrets=("other",)), "ecr-pull")
+    unread = decision(body, template_pull_secrets=None, account_pull_secrets=[], failed_at=failed_at,
+                      probe=answers(verdict))
+    for template in ([], ["other"], ["ecr-pull"]):
+        for account in ([], ["ecr-pull"], ["x"]):
+            assert decision(body, template_pull_secrets=template, account_pull_secrets=account, failed_at=failed_at,
+                            probe=answers(verdict)) == unread

@@ -219,6 +219,13 @@ class Decision:
     timing: Timing = Timing.UNKNOWN
 
 
+def template_matters(pod: Mapping[str, Any], secret_name: str) -> bool:
+    """Whether `decide` needs what a replacement pod will list (the template's imagePullSecrets, and the
+    ServiceAccount's): only when the pod does not list the credential's Secret itself (with it listed, neither
+    changes the decision)."""
+    return secret_name not in _names((pod.get("spec") or {}).get("imagePullSecrets"))
+
+
 def decide(
     pod: Mapping[str, Any],
     stuck: StuckContainer,

@@ -34,6 +34,7 @@ from regcred.diagnosis import (
     secret_in_place,
     served,
     stuck_containers,
+    template_matters,
 )
 from regcred.fanout import format_time
 from regcred.imageref import ImageRef
@@ -44,14 +45,17 @@ from regcred.redact import redact
 from regcred.status import CREDENTIAL_REJECTED, MAX_REJECTION_SAMPLE, Condition
 from regcred.workloads import (
     KINDS,
+    Plan,
     Target,
     already_done,
     opted_out,
     plan,
+    read_target,
     record_patch,
+    remediations_of,
     rollout_patch,
-    target_of,
     template_pull_secrets,
+    workload_ref,
 )
 
 logger = logging.getLogger("regcred")
@@ -64,6 +68,47 @@ PROBE_MEMORY = datetime.timedelta(minutes=1)
 # A rolled workload's stuck pod still there this long after the rollout: the rollout did not take effect
 # (a Deployment's default progressDeadlineSeconds is 600).
 EFFECT_GRACE = datetime.timedelta(minutes=10)
+MAX_SHARED_READS = 10_000  # objects one sweep keeps for the pods that share them
+
+
+class Reads:
+    """What one sweep (or one pass over the backlog, or one pod's credentials) reads once for all its pods:
+    ServiceAccounts, the credentials' Secrets (by revision), namespaces and the owner chain (ReplicaSets,
+    workloads). At most MAX_SHARED_READS objects, gone with the sweep. Nothing is acted on as read here: the
+    workload and its namespace are read again right before a remediation."""
+
+    def __init__(self, kube: KubeApi, capacity: int = MAX_SHARED_READS) -> None:
+        self.kube, self.capacity = kube, capacity
+        self._objects: dict[tuple[str, ...], Mapping[str, Any] | None] = {}
+
+    def _get(self, key: tuple[str, ...], read: Callable[[], Mapping[str, Any] | None]) -> Mapping[str, Any] | None:
+        if key in self._objects:
+            return self._objects[key]
+        value = read()
+        if len(self._objects) < self.capacity:
+            self._objects[key] = value
+        return value
+
+    def read(self, api: str, plural: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._get((api, plural, namespace, name),
+                         lambda: self.kube.read_namespaced(api, plural, namespace, name))
+
+    def secret(self, namespace: str, name: str, revision: str) -> Mapping[str, Any] | None:
+        """The credential's Secret in a namespace, as read while `revision` was the one served."""
+        return self._get(("v1", "secrets", namespace, name, revision),
+                         lambda: self.kube.read_namespaced("v1", "secrets", namespace, name))
+
+    def namespace(self, name: str) -> Mapping[str, Any] | None:
+        return self._get(("v1", "namespaces", "", name), lambda: self.kube.read_namespace(name))
+
+    def refreshed(self, api: str, plural: str, namespace: str, name: str, body: Mapping[str, Any] | None) -> None:
+        """What was read afresh replaces what the sweep had read (its next pods see the object as it is now)."""
+        if (api, plural, namespace, name) in self._objects or len(self._objects) < self.capacity:
+            self._objects[(api, plural, namespace, name)] = body
+
+    def cached(self, api: str, plural: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """An object this sweep has read already (None: not read, or not there)."""
+        return self._objects.get((api, plural, namespace, name))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +148,11 @@ class Remediator:
         self._noted: set[tuple[str, ...]] = set()
         # Pods whose workload was rolled for them, by (credential, pod uid): (when, the workload).
         self._acted: dict[tuple[str, str], tuple[datetime.datetime, Target]] = {}
+        # Workloads restarted for a revision, by (credential, revision, namespace, kind, name): their further
+        # stuck pods cost no read of the workload.
+        self._done: set[tuple[str, str, str, str, str]] = set()
+        # Which workload controls a ReplicaSet, by (namespace, name, uid): read again right before any action.
+        self._owners: dict[tuple[str, str, str], tuple[str, str]] = {}
         self.effect_grace = EFFECT_GRACE
         self._seen_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -139,13 +189,16 @@ class Remediator:
                          error)
             return
         self.retries.succeeded(key)
-        handled = sum(self.handle_pod(pod, credential) for pod in pods)
+        reads = Reads(self.kube)  # what many pods share is read once per sweep
+        handled = sum(self.handle_pod(pod, credential, reads=reads) for pod in pods)
         self.notify()  # the work loop publishes how many wait (and corrects a count a previous process left)
         logger.debug("Swept %d pending pod(s) for %s; %d handled.", len(pods), credential or "all credentials", handled)
 
-    def handle_pod(self, pod: Mapping[str, Any], credential: str | None = None) -> bool:
+    def handle_pod(self, pod: Mapping[str, Any], credential: str | None = None, *, reads: Reads | None = None
+                   ) -> bool:
         """Diagnose one pod for every credential serving it (or only `credential`), and act.
 
+        ``reads``: what the sweep that brings the pod has read already (ServiceAccounts, Secrets, owner chains).
         Never raises: an API error is logged and the pod is tried again later, with back-off. Returns
         whether the pod was handled (False: it failed and waits for a retry).
         """
@@ -161,6 +214,7 @@ class Remediator:
             return True
         namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
         handled = True
+        reads = reads or Reads(self.kube)  # shared by the credentials serving this pod
         for serving in list(self.reconciler.serving.values()):
             if credential is not None and serving.name != credential:
                 continue
@@ -170,7 +224,7 @@ class Remediator:
             key = ("pod", namespace, name, serving.name)  # a failure is retried for this credential only
             try:
                 with self._lock:  # one decision at a time: the once-per-revision record must be read fresh
-                    self._handle(pod, serving)
+                    self._handle(pod, serving, reads)
             except KubeError as error:
                 self._failed(key, f"handling pod {namespace}/{name} for credential {serving.name}", error)
                 handled = False
@@ -238,6 +292,7 @@ class Remediator:
             self.retries.succeeded(key)
 
     def _drain(self) -> None:
+        reads = Reads(self.kube)
         while (held := self.backlog.oldest()) is not None and self.limiter.next_free() <= self.clock.now():
             self._turn.key = held.key
             self._turn.refused = False
@@ -245,7 +300,7 @@ class Remediator:
                 pod = self.kube.read_pending_pod(held.namespace, held.pod)
                 if pod is not None and stuck_containers(pod):
                     # Decided again: the pod may have been fixed, the workload restarted or opted out meanwhile.
-                    self.handle_pod(pod, held.credential)
+                    self.handle_pod(pod, held.credential, reads=reads)
             except Exception as error:  # the pod is retried on its own; the workload leaves the queue
                 self._failed(("pod", held.namespace, held.pod, held.credential),
                              f"reading pod {held.namespace}/{held.pod}", error)
@@ -257,20 +312,31 @@ class Remediator:
             logger.info("Took %s %s/%s (held back since %s) off the remediation backlog; %d still wait.",
                         held.kind, held.namespace, held.name, format_time(held.since), len(self.backlog))
 
-    def _admit(self, pod: Mapping[str, Any], target: Target, serving: Serving) -> bool:
+    def _admit(self, pod: Mapping[str, Any], key: WorkloadKey, serving: Serving) -> bool:
         """The global rate limit: act now, or wait in the backlog behind the workloads already waiting
         (oldest first) — never dropped. Called with self._lock held, so admissions are one at a time."""
-        key: WorkloadKey = (serving.name, target.namespace, target.kind, target.name)
         turn = getattr(self._turn, "key", None) == key
         if (turn or not len(self.backlog)) and self.limiter.allow():  # nobody waits, or its turn came
             return True
-        if turn:
+        self._hold(pod, key, serving)
+        return False
+
+    def _must_wait(self, key: WorkloadKey) -> bool:
+        """Whether _admit would hold the workload back now (asked without taking a slot): what has to wait
+        is queued before its workload is read."""
+        turn = getattr(self._turn, "key", None) == key
+        return not ((turn or not len(self.backlog)) and self.limiter.next_free() <= self.clock.now())
+
+    def _hold(self, pod: Mapping[str, Any], key: WorkloadKey, serving: Serving) -> None:
+        """Queue the workload behind those already waiting (a backlog entry whose turn it is keeps its place)."""
+        if getattr(self._turn, "key", None) == key:
             self._turn.refused = True
-            return False
+            return
+        _, namespace, kind, name = key
         pod_name = str((pod.get("metadata") or {}).get("name", ""))
         if self.backlog.add(Held(*key, pod=pod_name, since=self.clock.now())):
-            logger.info("Remediation of %s %s/%s waits for the rate limit (%d a minute); %d wait.", target.kind,
-                        target.namespace, target.name, self.settings.remediations_per_minute, len(self.backlog))
+            logger.info("Remediation of %s %s/%s waits for the rate limit (%d a minute); %d wait.", kind,
+                        namespace, name, self.settings.remediations_per_minute, len(self.backlog))
         else:
             self._overflowed.add(serving.name)
             if not self._backlog_full_logged:  # once each time it fills up, not once per pod
@@ -278,9 +344,8 @@ class Remediator:
                 logger.error("The remediation backlog is full (%d workloads wait for the rate limit of %d a minute): "
                              "%s %s/%s and further ones are not queued now; their pods are looked at again when "
                              "half of it has been worked through.", self.backlog.capacity,
-                             self.settings.remediations_per_minute, target.kind, target.namespace, target.name)
+                             self.settings.remediations_per_minute, kind, namespace, name)
         self.notify()
-        return False
 
     def _pending_changes(self) -> dict[str, int]:
         """{credential: waiting workloads} for the served credentials whose published count is out of date
@@ -311,14 +376,21 @@ class Remediator:
             metrics.REMEDIATIONS_PENDING.labels(name).set(count)
             self._pending_published[name] = count
 
-    def _handle(self, pod: Mapping[str, Any], serving: Serving) -> None:
+    def _handle(self, pod: Mapping[str, Any], serving: Serving, reads: Reads) -> None:
         uid = (pod.get("metadata") or {}).get("uid", "")
         spec = serving.spec
         stuck = stuck_containers(pod)
         now = self.clock.now()
         self._check_effect(pod, serving, now)
         seen = {c.name: self._observe(uid, c, now) for c in stuck}
-        target = target_of(pod, self.kube.read_namespaced)
+        found: list[Target] = []
+
+        def target() -> Target:
+            """The workload (or the bare pod) through the sweep's reads of the owner chain, when first needed."""
+            if not found:
+                found.append(read_target(pod, workload_ref(pod, reads.read), reads.read))
+            return found[0]
+
         decisions = []
         events: list[PullEvent] | None = None
         for container in stuck:
@@ -331,7 +403,7 @@ class Remediator:
                 continue
             if events is None:
                 events = self._pull_events(pod)
-            decision = self._decide(pod, container, serving, target, events, seen[container.name])
+            decision = self._decide(pod, container, serving, target, reads, events, seen[container.name])
             if decision.action is not Action.IGNORE:
                 if len(self._decided) > 10_000:
                     self._decided.clear()
@@ -339,7 +411,7 @@ class Remediator:
             decisions.append((container, decision))
         fixable = [d for _, d in decisions if d.action is Action.REMEDIATE]
         if fixable:
-            self._remediate(pod, target, serving, fixable[0])
+            self._remediate(pod, serving, fixable[0], reads)
         rejected = [d for _, d in decisions if d.action is Action.REJECTED]
         if rejected:
             self._reject(pod, serving, rejected[0])
@@ -350,22 +422,27 @@ class Remediator:
                     if len(self._explained) > 10_000:  # bounded memory; at worst an Event is repeated
                         self._explained.clear()
                     self._explained.add(key2)
-                    self._explain(target, serving, decision, reason=decision.reason)
+                    self._explain(target(), serving, decision, reason=decision.reason)
 
-    def _decide(self, pod: Mapping[str, Any], container: StuckContainer, serving: Serving, target: Target,
-                events: list[PullEvent], seen: Seen) -> Decision:
+    def _decide(self, pod: Mapping[str, Any], container: StuckContainer, serving: Serving,
+                target: Callable[[], Target], reads: Reads, events: list[PullEvent], seen: Seen) -> Decision:
         namespace = (pod.get("metadata") or {}).get("namespace", "")
         spec = serving.spec
         account_name = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-        account = self.kube.read_namespaced("v1", "serviceaccounts", namespace, account_name) or {}
-        secret = self.kube.read_namespaced("v1", "secrets", namespace, spec.secret_name) or {}
+        secret = reads.secret(namespace, spec.secret_name, serving.revision) or {}
         in_place = secret_in_place(secret, serving.revision)
         since = revision_reached(serving.since, secret)  # shared with `regcred doctor`
+        # What a replacement pod will list (the template's pull secrets, else the ServiceAccount's) decides only
+        # for a pod without the Secret: only then are the workload and the ServiceAccount read.
+        matters = template_matters(pod, spec.secret_name)
+        workload = target() if matters else None
+        account = (reads.read("v1", "serviceaccounts", namespace, account_name) or {}) if matters else {}
         return decide(pod, container, served_hosts=serving.token.hosts, secret_name=spec.secret_name,
                       account_pull_secrets=[r.get("name") for r in account.get("imagePullSecrets") or []],
                       secret_in_place=in_place, probe=lambda image: self._probe(serving, image), events=events,
                       revision_since=since, first_seen=seen.first_seen, failed_at=seen.failed_at,
-                      template_pull_secrets=template_pull_secrets(target.body) if target.kind != "Pod" else None)
+                      template_pull_secrets=template_pull_secrets(workload.body)
+                      if workload is not None and workload.kind != "Pod" else None)
 
     def _observe(self, uid: str, container: StuckContainer, now: datetime.datetime) -> Seen:
         """What the operator itself saw of this container: when first failing, and when a retry last failed
@@ -406,8 +483,10 @@ class Remediator:
             return cached[0]
         result = self.prober.probe(image, (serving.token.username, serving.token.password))
         with self._seen_lock:
-            if len(self._probed) > 1_000:
-                self._probed.clear()
+            if len(self._probed) > 1_000:  # bounded: the expired answers go first, then all
+                self._probed = {k: v for k, v in self._probed.items() if now - v[1] < PROBE_MEMORY}
+                if len(self._probed) > 1_000:
+                    self._probed.clear()
             self._probed[key] = (result, now)
         return result
 
@@ -442,55 +521,74 @@ class Remediator:
             logger.warning("%s", message)
             self._post_credential(serving, "Warning", CREDENTIAL_REJECTED_REASON, message)
 
-    def _remediate(self, pod: Mapping[str, Any], target: Target, serving: Serving, decision: Decision) -> None:
+    def _remediate(self, pod: Mapping[str, Any], serving: Serving, decision: Decision, reads: Reads, *,
+                   again: bool = False) -> None:
+        """Repair the pod's workload. What needs no read is asked first (this process's record of the revision
+        done, what this sweep has read of the workload, the rate limit and its backlog: what has to wait is
+        queued unread); the owner chain, the workload and its namespace are read afresh right before acting."""
         spec, now = serving.spec, self.clock.now()
-        where = f"{target.kind} {target.namespace}/{target.name}"
-        namespace = self.kube.read_namespace(target.namespace)
-        news = self._first_time((spec.name, serving.revision, target.kind, target.namespace, target.name))
-        if spec.remediation_strategy == "None" or opted_out(target.body, namespace):
-            if news:
-                self._count_and_explain(target, serving, decision, f"{decision.why} Remediation is turned off for "
-                                        f"{where}; restart it to use the fresh credential.",
-                                        event_reason="NotRemediated")
+        namespace = str((pod.get("metadata") or {}).get("namespace", ""))
+        ref = self._workload_ref(pod, reads)
+        if isinstance(ref, Target):  # the bare pod, or an ownerless ReplicaSet as this sweep read it
+            known: Target | None = ref
+            kind_name, name = ref.kind, ref.name
+        else:
+            kind_name, name = ref
+            body = reads.cached(KINDS[kind_name].api, KINDS[kind_name].plural, namespace, name)
+            known = Target(kind_name, body) if body is not None else None
+        news = self._first_time((spec.name, serving.revision, kind_name, namespace, name))
+        if (spec.name, serving.revision, namespace, kind_name, name) in self._done:
+            logger.debug("Not remediating %s %s/%s again: it was restarted for this credential revision.",
+                         kind_name, namespace, name)
             return
-        if target.kind == "Pod":
-            if news:
-                self._explain(target, serving, decision, reason="NotRemediated", message=(
-                    f"{decision.why} The pod has no controller to recreate it, so regcred-operator does not "
-                    "delete it; delete and recreate it to use the fresh credential."))
+        if known is not None and self._plan(pod, known, reads.namespace(namespace), serving, decision, news) is None:
             return
-        how = plan(target.kind, target.body, pod, spec.remediation_strategy)
-        if how.action is None:  # deleting the stuck pod would do harm (a Job without retries to spare)
-            if news:
-                self._count_and_explain(target, serving, decision, f"{decision.why} {how.note}",
-                                        event_reason="NotRemediated")
+        key: WorkloadKey = (serving.name, namespace, kind_name, name)
+        if self._must_wait(key):  # held back by the global rate limit: queued (never dropped), not read
+            self._hold(pod, key, serving)
             return
-        pod_uid = str((pod.get("metadata") or {}).get("uid", ""))
-        if how.delete_pod and ("deleted", pod_uid) in self._noted:
-            return  # this very pod was deleted already (the sweep and the watch can both bring it)
-        skip = already_done(target.body, spec.name, serving.revision, now, spec.remediation_cooldown,
-                            per_pod=how.action == "DeletePods")
-        if skip is not None:
-            logger.debug("Not remediating %s again: %s.", where, skip)
+        # Fresh: the owner chain, the once-per-revision record, the opt-outs and the workload as they are now.
+        def fresh(api: str, plural: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+            body = self.kube.read_namespaced(api, plural, namespace, name)
+            reads.refreshed(api, plural, namespace, name, body)
+            return body
+
+        now_ref = workload_ref(pod, fresh)
+        if _identity(now_ref) != (kind_name, name):  # the chain changed since it was read: judged as it is now
+            self._forget_owner(pod)
+            if not again:
+                self._remediate(pod, serving, decision, reads, again=True)
             return
-        if not self._admit(pod, target, serving):  # held back by the global rate limit: queued, never dropped
+        target = read_target(pod, now_ref, fresh)
+        if target.kind == "Pod":  # gone: said of the pod itself, once
+            news = self._first_time((spec.name, serving.revision, "Pod", namespace, target.name))
+        fresh_namespace = self.kube.read_namespace(namespace)
+        reads.refreshed("v1", "namespaces", "", namespace, fresh_namespace)
+        how = self._plan(pod, target, fresh_namespace, serving, decision, news)
+        if how is None:
+            return
+        if not self._admit(pod, key, serving):
             return
         kind = KINDS[target.kind]
         action, delete = how.action, how.delete_pod
+        where = target.where
         note = f" {how.note}" if how.note else ""
         if spec.remediation_dry_run:
             self._record(target, serving, "DryRun", decision, None,
-                         f"Would {_verb(action)} {where}: {decision.why}{note}")
-            return
-        if delete and not self._first_time(("deleted", pod_uid)):
+                         f"Would {_verb(action or '')} {where}: {decision.why}{note}")
             return
         pod_meta = pod.get("metadata") or {}
+        pod_uid = str(pod_meta.get("uid", ""))
+        if delete and not self._first_time(("deleted", pod_uid)):
+            return
         if action == "RolloutRestart":
             self.kube.patch_namespaced(kind.api, kind.plural, target.namespace, target.name,
                                        rollout_patch(target.body, spec.name, serving.revision, now))
         else:
             self.kube.patch_namespaced(kind.api, kind.plural, target.namespace, target.name,
                                        record_patch(target.body, spec.name, serving.revision, now))
+        if action != "DeletePods":
+            self._remember_done(spec.name, serving.revision, target)
         if delete:
             self.kube.delete_pod(pod_meta.get("namespace", ""), pod_meta.get("name", ""), pod_meta.get("uid"))
         else:  # a rollout replaces the stuck pod only if it progresses: checked when the pod is seen again
@@ -500,9 +598,77 @@ class Remediator:
                 self._acted[(spec.name, pod_uid)] = (now, target)
         detail = " and deleted its stuck pod" if delete and action == "RolloutRestart" else ""
         # Done once the stuck pod is gone: at once when it was deleted here, when the rollout removes it otherwise.
-        self._record(target, serving, action, decision, result=REPLACED if delete else PENDING, message=
+        self._record(target, serving, action or "", decision, result=REPLACED if delete else PENDING, message=
                      f"{'Restarted' if action == 'RolloutRestart' else 'Deleted the stuck pod of'} {where}{detail} "
                      f"to use the fresh credential of RegistryCredential {spec.name}: {decision.why}{note}")
+
+    def _workload_ref(self, pod: Mapping[str, Any], reads: Reads) -> Target | tuple[str, str]:
+        """`workload_ref`, with this process's memory of which workload controls a ReplicaSet (by its uid): a pod
+        whose decision is remembered costs no read until its workload may be acted on (then read afresh)."""
+        key = _replicaset_of(pod)
+        if key is not None:
+            with self._seen_lock:
+                remembered = self._owners.get(key)
+            if remembered is not None:
+                return remembered
+        ref = workload_ref(pod, reads.read)
+        if key is not None and not isinstance(ref, Target):
+            with self._seen_lock:
+                if len(self._owners) > 10_000:
+                    self._owners.clear()
+                self._owners[key] = ref
+        return ref
+
+    def _forget_owner(self, pod: Mapping[str, Any]) -> None:
+        key = _replicaset_of(pod)
+        with self._seen_lock:
+            self._owners.pop(key or ("", "", ""), None)
+
+    def _plan(self, pod: Mapping[str, Any], target: Target, namespace: Mapping[str, Any] | None, serving: Serving,
+              decision: Decision, news: bool) -> Plan | None:
+        """How to repair the workload, or None when it is not to be touched (said once, when `news`): turned
+        off or opted out, a bare pod, harm in deleting, this pod deleted already, or done for this revision
+        (its record) or within the cooldown."""
+        spec = serving.spec
+        where = target.where
+        if spec.remediation_strategy == "None" or opted_out(target.body, namespace):
+            if news:
+                self._count_and_explain(target, serving, decision, f"{decision.why} Remediation is turned off for "
+                                        f"{where}; restart it to use the fresh credential.",
+                                        event_reason="NotRemediated")
+            return None
+        if target.kind == "Pod":
+            if news:
+                self._explain(target, serving, decision, reason="NotRemediated", message=(
+                    f"{decision.why} The pod has no controller to recreate it, so regcred-operator does not "
+                    "delete it; delete and recreate it to use the fresh credential."))
+            return None
+        how = plan(target.kind, target.body, pod, spec.remediation_strategy)
+        if how.action is None:  # deleting the stuck pod would do harm (a Job without retries to spare)
+            if news:
+                self._count_and_explain(target, serving, decision, f"{decision.why} {how.note}",
+                                        event_reason="NotRemediated")
+            return None
+        pod_uid = str((pod.get("metadata") or {}).get("uid", ""))
+        if how.delete_pod and ("deleted", pod_uid) in self._noted:
+            return None  # this very pod was deleted already (the sweep and the watch can both bring it)
+        per_pod = how.action == "DeletePods"
+        skip = already_done(target.body, spec.name, serving.revision, self.clock.now(), spec.remediation_cooldown,
+                            per_pod=per_pod)
+        if skip is not None:
+            logger.debug("Not remediating %s again: %s.", where, skip)
+            if not per_pod and (remediations_of(target.body).get(spec.name) or {}).get("revision") == serving.revision:
+                self._remember_done(spec.name, serving.revision, target)
+            return None
+        return how
+
+    def _remember_done(self, credential: str, revision: str, target: Target) -> None:
+        """This process's record that the workload was restarted for the revision: its other stuck pods are not
+        read again for it (the record on the workload stays the authority: it is read before any action)."""
+        with self._seen_lock:
+            if len(self._done) > 10_000:
+                self._done.clear()
+            self._done.add((credential, revision, target.namespace, target.kind, target.name))
 
     def _check_effect(self, pod: Mapping[str, Any], serving: Serving, now: datetime.datetime) -> None:
         """A pod whose workload was rolled for it, still stuck `effect_grace` later: the rollout did not replace
@@ -632,6 +798,21 @@ def sweep_needed(before: Serving | None, after: Serving | None, writes: int, *, 
         return False
     return (not swept or before is None or writes > 0 or before.revision != after.revision
             or not after.namespaces <= before.namespaces)
+
+
+def _identity(ref: Target | tuple[str, str]) -> tuple[str, str]:
+    return (ref.kind, ref.name) if isinstance(ref, Target) else ref
+
+
+def _replicaset_of(pod: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """(namespace, name, uid) of the ReplicaSet controlling the pod, if one does."""
+    metadata = pod.get("metadata") or {}
+    for ref in metadata.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller"):
+            if ref.get("kind") == "ReplicaSet" and ref.get("uid"):
+                return str(metadata.get("namespace", "")), str(ref.get("name", "")), str(ref["uid"])
+            return None
+    return None
 
 
 def _verb(action: str) -> str:

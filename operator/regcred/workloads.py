@@ -273,9 +273,10 @@ class Target:
 Reader = Callable[[str, str, str, str], "Mapping[str, Any] | None"]
 
 
-def target_of(pod: Mapping[str, Any], read: Reader) -> Target:
-    """The workload the operator acts on for a stuck pod: through a ReplicaSet to its Deployment (an
-    ownerless ReplicaSet is itself the target); the bare pod when no known controller is found."""
+def workload_ref(pod: Mapping[str, Any], read: Reader) -> Target | tuple[str, str]:
+    """The workload behind a stuck pod as far as it is known without reading the workload itself: (kind, name)
+    of a known kind, found through a ReplicaSet to its Deployment; or the final Target (an ownerless
+    ReplicaSet, or the bare pod when no known controller is found)."""
     namespace = (pod.get("metadata") or {}).get("namespace", "")
     owner = controller_of(pod)
     if owner is not None and owner[0] == "ReplicaSet":
@@ -284,9 +285,20 @@ def target_of(pod: Mapping[str, Any], read: Reader) -> Target:
         if owner is None and replicaset is not None:
             return Target("ReplicaSet", replicaset)
     if owner is not None and owner[0] in KINDS:
-        kind = KINDS[owner[0]]
-        body = read(kind.api, kind.plural, namespace, owner[1])
-        if body is not None:
-            return Target(owner[0], body)
+        return owner
     return Target("Pod", pod)
 
+
+def read_target(pod: Mapping[str, Any], ref: Target | tuple[str, str], read: Reader) -> Target:
+    """The Target of a `workload_ref`: the workload read, or the bare pod when it does not exist."""
+    if isinstance(ref, Target):
+        return ref
+    kind = KINDS[ref[0]]
+    body = read(kind.api, kind.plural, (pod.get("metadata") or {}).get("namespace", ""), ref[1])
+    return Target(ref[0], body) if body is not None else Target("Pod", pod)
+
+
+def target_of(pod: Mapping[str, Any], read: Reader) -> Target:
+    """The workload the operator acts on for a stuck pod: through a ReplicaSet to its Deployment (an
+    ownerless ReplicaSet is itself the target); the bare pod when no known controller is found."""
+    return read_target(pod, workload_ref(pod, read), read)

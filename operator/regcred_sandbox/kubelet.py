@@ -46,3 +46,36 @@ def restarted_at(kube: KubeApi, namespace: str, deployment: str) -> str | None:
     template = kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}")["spec"]["template"]
     value: str | None = ((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT_ANNOTATION)
     return value
+
+
+def stuck_replicaset_pods(kube: KubeApi, namespace: str, name: str, image: str, pods: int,
+                          failed_at: datetime.datetime, pull_secret: str | None = None) -> list[str]:
+    """A Deployment, its ReplicaSet and `pods` pods of it (as the controllers make them; with `pull_secret`
+    listed in the pods' own imagePullSecrets, or none), each stuck on a 401 since `failed_at`; their names."""
+    template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "app", "image": image}]}}
+    deployment = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", body={
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template}})
+    replicaset = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/replicasets", body={
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": f"{name}-5d9", "ownerReferences": [_controller(deployment)]},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template}})
+    names = [f"{name}-5d9-{index:03d}" for index in range(pods)]
+    for pod in names:
+        spec: dict[str, object] = {"containers": [{"name": "app", "image": image}]}
+        if pull_secret:
+            spec["imagePullSecrets"] = [{"name": pull_secret}]
+        kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", body={
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "labels": {"app": name}, "ownerReferences": [_controller(replicaset)]},
+            "spec": spec})
+        report_pull_failure(kube, namespace, pod, image, f'failed to pull and unpack image "{image}": 401 Unauthorized',
+                            at=failed_at)
+    return names
+
+
+def _controller(obj: dict[str, object]) -> dict[str, object]:
+    metadata = obj["metadata"]
+    assert isinstance(metadata, dict)
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": metadata["name"], "uid": metadata["uid"],
+            "controller": True}

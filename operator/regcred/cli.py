@@ -23,6 +23,7 @@ RUN_ENVIRONMENT = (
     ("REGCRED_RETRY_MAX_SECONDS", "longest back-off after failed mints"),
     ("REGCRED_DEBOUNCE_SECONDS", "events within this window make one reconciliation"),
     ("REGCRED_API_TIMEOUT_SECONDS", "read timeout of each API call"),
+    ("REGCRED_MAX_SOURCE_WATCHES", "at most this many source Secrets are watched"),
     ("REGCRED_EVENTS_NAMESPACE", "where Events about credentials go"),
     ("REGCRED_REMEDIATION", "false: never touch a workload"),
     ("REGCRED_REMEDIATIONS_PER_MINUTE", "cluster-wide limit on restarts and pod deletions"),

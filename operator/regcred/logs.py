@@ -75,6 +75,14 @@ class RedactHeld(logging.Filter):
         return True
 
 
+class RoutineStops(logging.Filter):
+    """Drops kopf's warning that a daemon "is cancelled. Will escalate.": that is how kopf stops the credential
+    loops on every shutdown and peering pause (kopf/_core/actions/execution.py), not something for a person."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and str(record.msg).endswith(" is cancelled. Will escalate."))
+
+
 def quiet_libraries() -> None:
     """Hold every library of QUIET_LOGGERS at INFO or above, whatever the root logger's level."""
     for name in QUIET_LOGGERS:
@@ -116,5 +124,9 @@ def configure(*, level: str = "info", log_format: str = "text", verbose: bool = 
         logging.getLogger(name).setLevel(chatty_level)
     for name in ALWAYS_INFO:
         logging.getLogger(name).setLevel(min(chatty_level, max(logging.INFO, root_level)))
+    if not debug:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, RoutineStops) for f in handler.filters):
+                handler.addFilter(RoutineStops())
     quiet_libraries()
     redact_held()

@@ -15,11 +15,10 @@ from regcred.runtime import Runtime
 
 
 # backoff: after an unexpected error (the API unreachable), start the loop again in 10 s, not kopf's 60 s.
-# cancellation_backoff: on shutdown or a peering pause the loop is asked to stop and finishes its pass (kopf
-# cancels it, with a warning, only after that; kopf/_core/engines/daemons.py, stop_daemons).
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=5, cancellation_timeout=10, backoff=10)
-async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped,
-                                **_: Any) -> None:
+# No cancellation_backoff: on shutdown or a peering pause kopf cancels the loop at once (it logs that as a
+# warning, which regcred.logs keeps out of the default log), so that it is gone before another replica acts.
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10, backoff=10)
+async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Reconcile now, then sleep until the token's refresh time, a resync, or a wake-up from an event.
 
     A daemon rather than a timer: the next run time depends on the token's expiry, not on a fixed period.
@@ -27,9 +26,8 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, sto
     runtime: Runtime = memo["runtime"]
     wake = runtime.wakeups.register(name)
     swept = False  # this daemon runs from start-up, or since this replica took over: sweep once it serves
-    stopping = asyncio.create_task(_wake_when_stopped(stopped, wake))
     try:
-        while not stopped:
+        while True:
             wake.clear()
             snapshot = copy.deepcopy(dict(body))
             runtime.track_sources(name, snapshot)  # a change to a Secret it reads wakes it up
@@ -43,17 +41,11 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, sto
             # Let a burst of events (a namespace created with its ServiceAccount) settle into one run.
             await asyncio.sleep(runtime.settings.debounce.total_seconds())
     finally:
-        stopping.cancel()
         runtime.wakeups.unregister(name)
         runtime.sources.forget(name)
         # kopf stops the daemons when peering pauses this replica (and starts them again when it resumes):
         # nothing cached may outlive the pause, and the gauges are the active replica's alone.
         await asyncio.shield(asyncio.to_thread(runtime.forget, name))
-
-
-async def _wake_when_stopped(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
-    await stopped.wait()
-    wake.set()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -41,10 +41,6 @@ class Wakeups:
         if event is not None:
             event.set()
 
-    def kick_all(self) -> None:
-        for event in self.events.values():
-            event.set()
-
     @property
     def active(self) -> bool:
         """Whether this replica acts: credential daemons run only on the active replica (kopf stops them

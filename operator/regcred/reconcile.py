@@ -234,6 +234,9 @@ class Reconciler:
                 verification = self._verify(verify_image, held.token, now)
         except ProviderError as error:
             metrics.REFRESHES.labels(name, "failure").inc()
+            if previous is not None and previous.token.expires_at is not None:
+                # What is written expires then, whether or not this process minted it: the expiry alerts need it.
+                metrics.TOKEN_EXPIRY.labels(name).set(previous.token.expires_at.timestamp())
             if previous is None or provider.user_managed or not _still_valid(previous.token, now):
                 metrics.CREDENTIAL_READY.labels(name).set(0)
                 return self._mint_failed(credential, spec, managed, error, now)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from regcred import dockerconfig as dc
+from regcred import metrics
 from regcred.clock import ManualClock
 from tests.e2e.harness import TEST_SETTINGS, Cluster, OperatorFactory, b64, eventually
 
@@ -229,6 +230,19 @@ def test_a_provider_outage_keeps_serving_the_valid_token_and_never_touches_what_
     eventually(lambda: _assert("left unchanged" in aws.condition("ecr")["message"]))
     assert aws.condition("ecr", "TokenReady")["status"] == "False"
     assert {ns: (s.data, s.metadata.resource_version) for ns, s in aws.secrets(SELECTOR).items()} == after
+
+    # A restart while the mint keeps failing: the expiry of what is written (from the operator's own record)
+    # is still exported, so that the token-expired alert can fire.
+    operator.stop()
+    assert _gauge(metrics.TOKEN_EXPIRY, "ecr") is None  # a stopped loop forgets its gauges
+    operator.start(clock=clock, settings=settings_for(moto_url))
+    eventually(lambda: _equal(_gauge(metrics.TOKEN_EXPIRY, "ecr"),
+                              datetime.datetime(2015, 1, 1, tzinfo=datetime.UTC).timestamp()))
+
+
+def _gauge(gauge: Any, credential: str) -> float | None:
+    samples = [s for metric in gauge.collect() for s in metric.samples if s.labels.get("credential") == credential]
+    return samples[0].value if samples else None
 
 
 def _assert(value: bool) -> None:

@@ -3,7 +3,12 @@
 # (requirements-runtime.lock, checked against requirements.lock by tests/test_image.py) and
 # the package itself without dependencies; starts the same `regcred run` the tests start.
 
-FROM python:3.11-slim AS build
+# The base image, one for both stages. Release builds pin it by digest (a tag moves; a digest does not):
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> .
+# The default is the moving tag: pass the digest you have verified (`docker buildx imagetools inspect`).
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 COPY requirements-runtime.lock /src/requirements-runtime.lock
@@ -13,7 +18,7 @@ COPY crds /src/crds
 COPY operator /src/operator
 RUN /opt/venv/bin/pip install --require-virtualenv --no-deps /src
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 # A fixed non-root UID/GID, the one the Helm chart's securityContext names.
 RUN groupadd --system --gid 10001 regcred \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin regcred

@@ -27,10 +27,13 @@ def pins(lock: str) -> dict[str, str]:
     return {name.lower().split("[")[0]: version for name, version in found}
 
 
-def test_two_stages_on_a_slim_python_base() -> None:
+def test_two_stages_on_one_slim_python_base_that_a_release_pins_by_digest() -> None:
     build, final = stages()
-    assert build.startswith("python:3.11-slim AS build")
-    assert final.startswith("python:3.11-slim")
+    assert build.startswith("${PYTHON_IMAGE} AS build")
+    assert final.startswith("${PYTHON_IMAGE}\n")
+    base = re.search(r"(?m)^ARG PYTHON_IMAGE=(\S+)$", DOCKERFILE)
+    assert base is not None and re.fullmatch(r"python:3\.11-slim(@sha256:[0-9a-f]{64})?", base.group(1))
+    assert "--build-arg PYTHON_IMAGE=python:3.11-slim@sha256:" in DOCKERFILE  # how a release pins it
 
 
 def test_only_the_virtualenv_reaches_the_final_stage() -> None:

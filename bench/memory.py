@@ -22,6 +22,7 @@ import base64
 import collections
 import datetime
 import gc
+import logging
 import os
 import pathlib
 import subprocess
@@ -206,6 +207,7 @@ def run_subprocess(cluster: EmulatedCluster, args: argparse.Namespace) -> None:
         if process.poll() is not None:
             print(f"the operator exited with {process.returncode}")
     finally:
+        logging.getLogger("regcred_sandbox").setLevel(logging.CRITICAL)  # the operator's watches cut at exit
         process.terminate()
         try:
             process.wait(15)

@@ -226,12 +226,19 @@ NOT_OPERATOR = ("/regcred_sandbox/", "/aiohttp/web", "/bench/memory.py")
 
 
 def owner(trace: tracemalloc.Traceback) -> tuple[str, str]:
-    """Whose allocation: the innermost frame in a known package (else the innermost frame); and that frame."""
-    for frame in reversed(trace):  # tracemalloc lists the most recent call last unless told otherwise
-        for who, marker in OWNERS:
-            if marker in frame.filename:
-                return who, f"{_short(frame.filename)}:{frame.lineno}"
-    frame = trace[-1]
+    """Whose allocation: the innermost frame in the emulator, regcred, kopf or the kubernetes client (so JSON
+    that aiohttp decodes is charged to whoever asked for it), else in aiohttp, else the innermost frame; with
+    the nearest caller of that frame in another file of regcred (who asked regcred/kube.py for that response)."""
+    frames = list(reversed(trace))  # tracemalloc lists the most recent call last
+    for markers in (OWNERS[:-1], OWNERS[-1:]):
+        for index, frame in enumerate(frames):
+            for who, marker in markers:
+                if marker in frame.filename:
+                    caller = next((f for f in frames[index + 1:]
+                                   if "/regcred/" in f.filename and f.filename != frame.filename), None)
+                    via = f" <- {_short(caller.filename)}:{caller.lineno}" if caller is not None else ""
+                    return who, f"{_short(frame.filename)}:{frame.lineno}{via}"
+    frame = frames[0]
     return "other", f"{_short(frame.filename)}:{frame.lineno}"
 
 
@@ -264,7 +271,7 @@ def report(title: str, after: tracemalloc.Snapshot, before: tracemalloc.Snapshot
           f"(emulator and this script, excluded: {emulator / 2**20:+.1f} MB)")
     for who, size in by_owner.most_common():
         print(f"  {who:<12} {size / 2**20:+8.1f} MB")
-    print(f"  top {top} sites (innermost frame in kopf / kubernetes / regcred / aiohttp, else the innermost):")
+    print(f"  top {top} sites (innermost frame in regcred / kopf / kubernetes, else aiohttp, else any):")
     for (who, site), size in by_site.most_common(top):
         print(f"  {size / 2**20:+8.2f} MB {counts[who, site]:>+9} blocks  {who:<11} {site}")
 

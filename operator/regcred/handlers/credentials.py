@@ -44,8 +44,10 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
         runtime.wakeups.unregister(name)
         runtime.sources.forget(name)
         # kopf stops the daemons when peering pauses this replica (and starts them again when it resumes):
-        # nothing cached may outlive the pause, and the gauges are the active replica's alone.
-        await asyncio.shield(asyncio.to_thread(runtime.forget, name))
+        # nothing cached may outlive the pause, and the gauges are the active replica's alone. Not awaited: forget
+        # waits for a pass in flight to end, and kopf holds a deleted credential's finalizer until this loop has
+        # ended, re-checking only every cancellation_timeout (10 s).
+        asyncio.get_running_loop().run_in_executor(None, runtime.forget, name)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

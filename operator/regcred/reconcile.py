@@ -153,7 +153,6 @@ class Reconciler:
         self._write_failures: dict[str, int] = {}  # passes in a row with failed writes or reads, per credential
         self._not_before: dict[str, datetime.datetime] = {}  # Retry-After: no pass of the credential before then
         self._full_at: dict[str, datetime.datetime] = {}  # the last pass that LISTed namespaces and accounts
-        self._cleaning: set[str] = set()  # credentials whose deletion's cleanup is running
         self.view = view or ClusterView()
         # What the token store (regcred.store) holds per credential, as this process last read or wrote it:
         # written only when the held token changes.
@@ -353,12 +352,8 @@ class Reconciler:
 
     def cleanup(self, name: str) -> None:
         """Remove everything a credential wrote: its Secrets and its ServiceAccount entries."""
-        self._cleaning.add(name)
-        try:
-            with self._lock_for(name):
-                self._cleanup(name)
-        finally:
-            self._cleaning.discard(name)
+        with self._lock_for(name):
+            self._cleanup(name)
         with self._lock:
             self._credential_locks.pop(name, None)
 
@@ -379,11 +374,7 @@ class Reconciler:
         serves, its failures and gauges) once its credential loop stops, e.g. when peering pauses this replica:
         the replica that acts meanwhile mints, writes and publishes, and whatever was cached here is stale when
         this one resumes (it would write its old token back, or skip a status write). Waits for a pass in
-        flight, so that none writes its results back afterwards; not for a deletion's cleanup, which forgets by
-        itself when done (kopf holds the finalizer until the credential's loop has ended, re-checking only every
-        10 s: the loop must end at once)."""
-        if name in self._cleaning:
-            return
+        flight, so that none writes its results back afterwards."""
         with self._lock_for(name):
             self._forget(name)
 

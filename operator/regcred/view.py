@@ -88,18 +88,17 @@ class ClusterView:
         with self._lock:
             return self._sequence
 
-    def namespace_event(self, body: Mapping[str, Any], deleted: bool) -> tuple[NamespaceInfo | None, NamespaceInfo]:
-        """Record a namespace event; returns (what was known before, what is known now)."""
+    def namespace_event(self, body: Mapping[str, Any], deleted: bool) -> NamespaceInfo:
+        """Record a namespace event; returns what it says of the namespace."""
         info = NamespaceInfo.of(body)
         with self._lock:
             self._sequence += 1
             self._namespace_seen[info.name] = self._sequence
-            before = self._namespaces.get(info.name)
             if deleted:
                 self._namespaces.pop(info.name, None)
             else:
                 self._namespaces[info.name] = info
-        return before, info
+        return info
 
     def account_event(self, body: Mapping[str, Any], deleted: bool) -> AccountInfo:
         info = AccountInfo.of(body)

@@ -16,7 +16,7 @@ async def namespace_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Me
     """A namespace created, relabelled or deleted wakes the credentials whose selection it enters or leaves."""
     runtime = memo["runtime"]
     deleted = event.get("type") == "DELETED"
-    _, namespace = runtime.reconciler.view.namespace_event(body, deleted)
+    namespace = runtime.reconciler.view.namespace_event(body, deleted)
     for name in concerned_by_namespace(_served(runtime), namespace, deleted, runtime.settings.watch_namespaces):
         runtime.wakeups.kick(name)
 

@@ -106,9 +106,9 @@ def bench(size: int, latency: float, moto_url: str) -> dict[str, Run]:
         cluster.latency = latency
 
         def reconcile() -> int:
-            calls = reconciler.provider_calls
+            calls = reconciler.tokens.provider_calls
             reconciler.reconcile(kube.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}/bench"))
-            return reconciler.provider_calls - calls
+            return reconciler.tokens.provider_calls - calls
 
         runs = {"first sync": measure(cluster, reconcile), "no-change resync": measure(cluster, reconcile)}
         clock.advance(datetime.timedelta(hours=8, minutes=1))

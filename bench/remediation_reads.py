@@ -79,7 +79,7 @@ def main() -> None:
                                                                                   "name": "robot"}}},
                          "secretName": f"pull-{index}", "namespaces": {"names": namespaces}}})
             reconciler.reconcile(body)
-        remediator = Remediator(kube, reconciler, settings, clock)
+        remediator = Remediator(kube, reconciler.served, reconciler.reporter, settings, clock, reconciler.tokens.prober)
         print(f"{args.pods} stuck pods of {deployments} Deployments in {args.namespaces} namespaces, "
               f"{args.credentials} credentials, limit {args.per_minute}/min:")
         for label in ("first sweep (fresh operator)", "second sweep"):

@@ -8,8 +8,8 @@ from regcred.backlog import Backlog, Held, RateLimiter, Retries
 from regcred.clock import ManualClock
 from regcred.models import parse_credential
 from regcred.providers import Token
-from regcred.reconcile import Serving
 from regcred.remediation import sweep_needed
+from regcred.serving import Serving
 
 START = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.UTC)
 SECOND = datetime.timedelta(seconds=1)

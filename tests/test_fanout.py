@@ -10,7 +10,7 @@ import pytest
 from regcred import dockerconfig as dc
 from regcred.fanout import ATTACHED_ANNOTATION, SecretContent, attach_update, plan_secrets
 from regcred.providers import Token
-from regcred.reconcile import refresh_time
+from regcred.tokens import refresh_time
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, tzinfo=datetime.UTC)
 TOKEN = Token(hosts=("a.example", "b.example"), username="robot", password="s3cret", expires_at=NOW)

@@ -36,8 +36,9 @@ from regcred.fanout import (
 from regcred.models import EcrSpec
 from regcred.probe import Prober
 from regcred.providers import Provider, Token, provider_for
-from regcred.reconcile import Outcome, Reconciler, provider_hash
+from regcred.reconcile import Outcome, Reconciler
 from regcred.status import READY
+from regcred.tokens import provider_hash
 from tests.canned_http import session
 from tests.fake_kube import FakeKube
 from tests.hostile import BYTES, HOSTILE_TEXT, JSON_VALUES, TIMESTAMPS, json_text

@@ -294,10 +294,10 @@ def test_remediation_handles_a_stuck_pod_whatever_its_workload_says(shape: dict[
     reconciler = Reconciler(kube, config, clock, rng=random.Random(0))  # type: ignore[arg-type]
     try:
         reconciler.reconcile(credential)
-        assert CREDENTIAL in reconciler.serving, kube.status
+        assert CREDENTIAL in reconciler.served.all(), kube.status
         if shape["secret_annotations"] is not None:
             kube.secrets[("shop", "pull")]["metadata"]["annotations"] = shape["secret_annotations"]
-        remediator = Remediator(kube, reconciler, config, clock,  # type: ignore[arg-type]
+        remediator = Remediator(kube, reconciler.served, reconciler.reporter, config, clock,  # type: ignore[arg-type]
                                 prober=FixedProber(shape["verdict"]))  # type: ignore[arg-type]
         started = time.monotonic()
         assert remediator.handle_pod(pod), "handling the pod raised: see the log"

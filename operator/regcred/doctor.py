@@ -160,7 +160,7 @@ class SecretCheck:
 @dataclasses.dataclass(frozen=True)
 class Serving:
     """A RegistryCredential whose Secret is in the pod's namespace, as the doctor reads it from the cluster
-    (the operator holds the same in memory: regcred.reconcile.Serving)."""
+    (the operator holds the same in memory: regcred.serving.Serving)."""
 
     name: str
     spec: CredentialSpec

@@ -40,8 +40,9 @@ from regcred.fanout import format_time
 from regcred.imageref import ImageRef
 from regcred.kube import MAX_EVENT_MESSAGE, KubeApi, KubeError
 from regcred.probe import Prober, ProbeResult
-from regcred.reconcile import Reconciler, Serving
 from regcred.redact import redact
+from regcred.report import Reporter
+from regcred.serving import Serving, ServingRegistry
 from regcred.status import CREDENTIAL_REJECTED, MAX_REJECTION_SAMPLE, Condition
 from regcred.workloads import (
     KINDS,
@@ -122,10 +123,11 @@ class Seen:
 
 
 class Remediator:
-    def __init__(self, kube: KubeApi, reconciler: Reconciler, settings: Settings, clock: Clock,
-                 prober: Prober | None = None) -> None:
-        self.kube, self.reconciler, self.settings, self.clock = kube, reconciler, settings, clock
-        self.prober = prober or reconciler.prober
+    def __init__(self, kube: KubeApi, served: ServingRegistry, reporter: Reporter, settings: Settings, clock: Clock,
+                 prober: Prober) -> None:
+        """``served`` and ``reporter``: the Reconciler's (what each credential serves, and its status record)."""
+        self.kube, self.served, self.reporter, self.settings, self.clock = kube, served, reporter, settings, clock
+        self.prober = prober
         self.limiter = RateLimiter(settings.remediations_per_minute, clock)
         # What the rate limit holds back, worked through oldest first as the window frees (work_due).
         self.backlog = Backlog(settings.remediation_backlog_size)
@@ -179,7 +181,7 @@ class Remediator:
         A failed LIST is tried again later (with back-off); a pod whose handling fails does not stop the others.
         """
         key = ("sweep", credential or "")
-        if not any(credential in (None, name) for name in self.reconciler.serving):
+        if not any(credential in (None, name) for name in self.served.all()):
             self.retries.succeeded(key)  # nothing served (any more): nothing to look for
             return
         try:
@@ -215,7 +217,7 @@ class Remediator:
         namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
         handled = True
         reads = reads or Reads(self.kube)  # shared by the credentials serving this pod
-        for serving in list(self.reconciler.serving.values()):
+        for serving in self.served.all().values():
             if credential is not None and serving.name != credential:
                 continue
             # Only credentials for this namespace and one of the images' registries: the others need no reads.
@@ -351,7 +353,7 @@ class Remediator:
         """{credential: waiting workloads} for the served credentials whose published count is out of date
         (at first, what the status says: a previous process, or replica, may have left a count there)."""
         counts = self.backlog.counts()
-        serving = dict(self.reconciler.serving)
+        serving = self.served.all()
         changes = {}
         for name, served_now in sorted(serving.items()):
             known = self._pending_published.get(name)
@@ -364,7 +366,7 @@ class Remediator:
     def _publish_pending(self) -> None:
         """status.remediationsPending of every credential whose count changed (a write only on a change)."""
         self._pending_retry_at = None
-        for name in set(self._pending_published) - set(self.reconciler.serving):  # deleted, or not served here
+        for name in set(self._pending_published) - set(self.served.all()):  # deleted, or not served here
             self._pending_published.pop(name, None)
         for name, count in self._pending_changes().items():
             try:
@@ -510,10 +512,10 @@ class Remediator:
                          f"{len(pods)} pod(s) failed with it, e.g. {sample}; {decision.why} Fix the credential's "
                          "source; no workload is restarted for this revision.",
                          credentials=[(serving.token.username, serving.token.password)], limit=MAX_EVENT_MESSAGE)
-        self.reconciler.rejected[serving.name] = serving.revision
-        metrics.CREDENTIAL_REJECTED.labels(serving.name).set(1)
+        self.served.reject(serving.name, serving.revision)
+        self.reporter.rejected(serving.name, True)
         try:
-            self.reconciler.publish_condition(serving.credential, Condition(
+            self.reporter.publish_condition(serving.credential, Condition(
                 CREDENTIAL_REJECTED, "True", "RegistryRejected", message))
         except KubeError as error:
             logger.warning("Could not update %s's status: %s", serving.name, error.reason)
@@ -784,8 +786,8 @@ class Remediator:
 
     def _post_credential(self, serving: Serving, type_: str, reason: str, message: str) -> None:
         try:
-            self.reconciler.post_credential_event(serving.credential, type_, reason, message,
-                                                  format_time(self.clock.now()))
+            self.reporter.post_credential_event(serving.credential, type_, reason, message,
+                                                format_time(self.clock.now()))
         except KubeError as error:
             logger.warning("Could not post Event %s: %s", reason, error.reason)
 

@@ -62,7 +62,8 @@ class Runtime:
     _loop: asyncio.AbstractEventLoop | None = dataclasses.field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.remediator = Remediator(self.kube, self.reconciler, self.settings, self.clock)
+        self.remediator = Remediator(self.kube, self.reconciler.served, self.reconciler.reporter, self.settings,
+                                     self.clock, self.reconciler.tokens.prober)
         self.sources = SourceWatcher(
             lambda: self.kube.for_watches(self.settings.max_source_watches + 1), self._kick_from_thread,
             max_watches=self.settings.max_source_watches, retry_initial=self.settings.retry_initial.total_seconds(),

@@ -23,8 +23,9 @@ from regcred.clock import Clock, SystemClock
 from regcred.config import Settings
 from regcred.embedded import EmbeddedOperator
 from regcred.kube import USER_AGENT, KubeApi, KubeError, load_api_client
-from regcred.reconcile import Outcome, ProviderFactory, Reconciler
+from regcred.reconcile import Outcome, Reconciler
 from regcred.runtime import Runtime
+from regcred.tokens import ProviderFactory
 from regcred_sandbox import EmulatedCluster
 from tests.control_plane import ControlPlane
 

@@ -30,8 +30,9 @@ from regcred.kube import MERGE_PATCH, KubeApi
 from regcred.models import parse_credential
 from regcred.probe import Prober
 from regcred.providers.base import Token
-from regcred.reconcile import Reconciler, Serving
+from regcred.reconcile import Reconciler
 from regcred.remediation import Remediator
+from regcred.serving import Serving
 from tests.e2e.harness import Cluster
 from tests.e2e.test_remediation_e2e import stuck_pod as kubelet_reports
 from tests.e2e.test_remediation_e2e import workload
@@ -210,8 +211,8 @@ def test_doctor_and_the_operator_agree(cluster: Cluster, registry: Registry, row
     settings = Settings(insecure_registries=frozenset({registry.host}))
     clock = ManualClock(now)
     reconciler = Reconciler(kube, settings, clock, prober=prober)
-    reconciler.serving = {CREDENTIAL: serving}
-    remediator = Remediator(kube, reconciler, settings, clock, prober)
+    reconciler.served.serve(serving)
+    remediator = Remediator(kube, reconciler.served, reconciler.reporter, settings, clock, prober)
     remediator.handle_pod(pod)
     action, cause, message = operator_verdict(kube)
 

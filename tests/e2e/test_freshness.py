@@ -74,7 +74,7 @@ def test_ecr_token_fans_out_with_expiry_and_hash(aws: Cluster, operator: Operato
         assert status["registries"] == [ECR_HOST]
         assert aws.condition("ecr")["status"] == "True"
     eventually(ready)
-    assert runtime.reconciler.provider_calls == 1  # mint once, fan out many
+    assert runtime.reconciler.tokens.provider_calls == 1  # mint once, fan out many
 
 
 def test_a_restart_reuses_the_written_token(aws: Cluster, operator: OperatorFactory, moto_url: str) -> None:
@@ -82,7 +82,7 @@ def test_a_restart_reuses_the_written_token(aws: Cluster, operator: OperatorFact
     first = operator.start(clock=clock, settings=settings_for(moto_url))
     aws.apply_credential("ecr", ecr_spec())
     eventually(lambda: _equal(set(aws.secrets(SELECTOR)), {"web", "api"}))
-    assert first.reconciler.provider_calls == 1
+    assert first.reconciler.tokens.provider_calls == 1
     operator.stop()
     before = {ns: (s.data, s.metadata.resource_version) for ns, s in aws.secrets(SELECTOR).items()}
 
@@ -90,7 +90,7 @@ def test_a_restart_reuses_the_written_token(aws: Cluster, operator: OperatorFact
     second = operator.start(clock=clock, settings=settings_for(moto_url))
     aws.namespace("batch", {"pulls-from": "ecr"})  # a new namespace gets the reused token too
     eventually(lambda: _equal(set(aws.secrets(SELECTOR)), {"web", "api", "batch"}))
-    assert second.reconciler.provider_calls == 0
+    assert second.reconciler.tokens.provider_calls == 0
     after = {ns: (s.data, s.metadata.resource_version) for ns, s in aws.secrets(SELECTOR).items()}
     assert {ns: after[ns] for ns in before} == before  # not even rewritten
     assert after["batch"][0] == before["web"][0]
@@ -132,7 +132,7 @@ def test_a_tenant_forged_secret_is_not_adopted_after_a_restart(
     aws.namespace("batch", {"pulls-from": "ecr"})
     eventually(lambda: _equal({ns: s.data for ns, s in aws.secrets(SELECTOR).items()},
                               {"web": minted, "api": minted, "batch": minted}))
-    assert second.reconciler.provider_calls == 0  # the operator's own record served: no mint either
+    assert second.reconciler.tokens.provider_calls == 0  # the operator's own record served: no mint either
     assert aws.credential("ecr")["status"]["expirationTime"] == "2015-01-01T00:00:00Z"
     assert aws.credential("ecr")["status"]["lastRefreshTime"] == "2014-12-31T12:00:00Z"
 
@@ -148,7 +148,7 @@ def test_the_token_store_is_the_operators_own(aws: Cluster, operator: OperatorFa
     assert store.metadata.labels == {"app.kubernetes.io/managed-by": "regcred-operator", "regcred.dev/token-of": "ecr"}
     assert store.data == aws.core.read_namespaced_secret("ecr-pull", "web").data
     assert store.metadata.annotations["regcred.dev/expiration-time"] == "2015-01-01T00:00:00Z"
-    assert runtime.reconciler.provider_calls == 1
+    assert runtime.reconciler.tokens.provider_calls == 1
 
     aws.custom.delete_cluster_custom_object("regcred.dev", "v1alpha1", "registrycredentials", "ecr")
     eventually(lambda: _equal(aws.secrets(SELECTOR), {}))
@@ -165,12 +165,12 @@ def test_refresh_happens_at_two_thirds_of_the_lifetime(aws: Cluster, operator: O
     # 12 h lifetime: the refresh is due at 8 h, made earlier by at most 5 minutes of jitter.
     clock.advance(datetime.timedelta(hours=7, minutes=54))
     time.sleep(1)
-    assert runtime.reconciler.provider_calls == 1
+    assert runtime.reconciler.tokens.provider_calls == 1
     assert minted_times(aws) == {"2014-12-31T12:00:00Z"}
 
     clock.advance(datetime.timedelta(minutes=7))  # now 8 h 01 min after the first mint
     eventually(lambda: _equal(minted_times(aws), {"2014-12-31T20:01:00Z"}))
-    assert runtime.reconciler.provider_calls == 2
+    assert runtime.reconciler.tokens.provider_calls == 2
     eventually(lambda: _equal(aws.credential("ecr")["status"]["lastRefreshTime"], "2014-12-31T20:01:00Z"))
     assert aws.events("TokenRefreshed")
 
@@ -183,9 +183,9 @@ def test_before_expiry_sets_the_refresh_time(aws: Cluster, operator: OperatorFac
 
     clock.advance(datetime.timedelta(hours=10, minutes=50))  # 1 h 10 min before expiry: not yet
     time.sleep(1)
-    assert runtime.reconciler.provider_calls == 1
+    assert runtime.reconciler.tokens.provider_calls == 1
     clock.advance(datetime.timedelta(minutes=11))  # 59 min before expiry
-    eventually(lambda: _equal(runtime.reconciler.provider_calls, 2))
+    eventually(lambda: _equal(runtime.reconciler.tokens.provider_calls, 2))
 
 
 def test_a_provider_outage_keeps_serving_the_valid_token_and_never_touches_what_is_written(
@@ -214,9 +214,9 @@ def test_a_provider_outage_keeps_serving_the_valid_token_and_never_touches_what_
                               {ns: before["web"][0] for ns in ("web", "api", "batch")}))
     assert aws.secrets(SELECTOR)["web"].metadata.resource_version == before["web"][1]
 
-    calls = runtime.reconciler.provider_calls
+    calls = runtime.reconciler.tokens.provider_calls
     clock.advance(datetime.timedelta(minutes=10))  # past the back-off: tried again
-    eventually(lambda: _greater(runtime.reconciler.provider_calls, calls))
+    eventually(lambda: _greater(runtime.reconciler.tokens.provider_calls, calls))
 
     aws.core.patch_namespaced_secret("aws-keys", "regcred-system", {"data": {"AWS_ACCESS_KEY_ID": "QUtJQUVYQU1QTEU="}})
     clock.advance(datetime.timedelta(seconds=3))  # the provider is back: within one back-off (at most 2 s here)

@@ -112,7 +112,7 @@ def test_an_app_installation_token_fans_out_with_its_expiry(
     expires = ghcr.credential("ghcr")["status"]["expirationTime"]
     left = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - datetime.datetime.now(datetime.UTC)
     assert datetime.timedelta(minutes=55) < left <= datetime.timedelta(hours=1)
-    assert runtime.reconciler.provider_calls == 1
+    assert runtime.reconciler.tokens.provider_calls == 1
 
 
 def _equal(actual: object, expected: object) -> None:

@@ -23,7 +23,7 @@ from regcred.clock import Clock, ManualClock, SystemClock
 from regcred.config import Settings
 from regcred.models import ProviderSpec
 from regcred.providers.base import Provider, ProviderError, SecretReader, Token
-from regcred.reconcile import ProviderFactory
+from regcred.tokens import ProviderFactory
 from tests.e2e.harness import PEERING_NAME, Cluster, OperatorFactory, Replica, eventually
 
 pytestmark = pytest.mark.e2e

@@ -60,7 +60,7 @@ def remediator(backend: EmulatedCluster, setup: KubeApi, per_minute: int, kube: 
         "spec": {"provider": {"static": {"registry": HOST, "secretRef": {"namespace": "regcred-system",
                                                                           "name": "robot"}}},
                  "secretName": SECRET, "namespaces": {"names": [NS]}}}))
-    yield Remediator(kube, reconciler, settings, clock)
+    yield Remediator(kube, reconciler.served, reconciler.reporter, settings, clock, reconciler.tokens.prober)
     reconciler.close()
 
 

@@ -144,11 +144,11 @@ def test_the_force_sync_annotation_mints_once_per_value(
     runtime = operator.start(clock=clock, settings=settings_for(moto_url))
     aws.apply_credential("ecr", ecr_spec())
     eventually(lambda: ready(aws, "ecr"))
-    assert runtime.reconciler.provider_calls == 1
+    assert runtime.reconciler.tokens.provider_calls == 1
 
     annotate(aws, "ecr", {FORCE_SYNC_ANNOTATION: "1700000000"})  # the token is fresh: only the annotation mints
     eventually(lambda: _equal(aws.credential("ecr")["status"].get("lastForceSync"), "1700000000"))
-    assert runtime.reconciler.provider_calls == 2
+    assert runtime.reconciler.tokens.provider_calls == 2
     eventually(lambda: ready(aws, "ecr"))
 
     # The same value again (with another change that makes an event), and a wake-up of every credential: no mint.
@@ -156,19 +156,19 @@ def test_the_force_sync_annotation_mints_once_per_value(
     aws.namespace("batch", {"pulls-from": "ecr"})
     eventually(lambda: _in("batch", aws.secrets("regcred.dev/credential=ecr")))
     time.sleep(0.5)
-    assert runtime.reconciler.provider_calls == 2
+    assert runtime.reconciler.tokens.provider_calls == 2
 
     # A restart does not mint for the value already handled.
     operator.stop()
     restarted = operator.start(clock=clock, settings=settings_for(moto_url))
     aws.namespace("jobs", {"pulls-from": "ecr"})
     eventually(lambda: _in("jobs", aws.secrets("regcred.dev/credential=ecr")))
-    assert restarted.reconciler.provider_calls == 0
+    assert restarted.reconciler.tokens.provider_calls == 0
 
     annotate(aws, "ecr", {FORCE_SYNC_ANNOTATION: "1700000060"})  # a new value: one more
     eventually(lambda: _equal(aws.credential("ecr")["status"].get("lastForceSync"), "1700000060"))
     time.sleep(0.5)
-    assert restarted.reconciler.provider_calls == 1
+    assert restarted.reconciler.tokens.provider_calls == 1
 
 
 def annotate(cluster: Cluster, name: str, annotations: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ async def service_account_changed(event: kopf.RawEvent, body: kopf.Body, memo: k
 
 
 def _served(runtime: Any) -> list[tuple[str, Any, frozenset[str]]]:
-    return [(name, serving.spec, serving.namespaces) for name, serving in list(runtime.reconciler.serving.items())]
+    return [(name, serving.spec, serving.namespaces) for name, serving in runtime.reconciler.served.all().items()]
 
 
 # The label filter here is a guard; the API server already filters (see lifecycle.configure).
@@ -45,7 +45,7 @@ async def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: ko
     if not credential:
         return
     # Intact means: holds what the operator serves now (its own record), whatever the annotations claim.
-    serving = memo["runtime"].reconciler.serving.get(credential)
+    serving = memo["runtime"].reconciler.served.get(credential)
     content = dc.decode_data(body)
     intact = serving is not None and content is not None and dc.content_hash(content) == serving.revision
     if event.get("type") == "DELETED" or not intact:

@@ -31,9 +31,9 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
             wake.clear()
             snapshot = copy.deepcopy(dict(body))
             runtime.track_sources(name, snapshot)  # a change to a Secret it reads wakes it up
-            before = runtime.reconciler.serving.get(name)
+            before = runtime.reconciler.served.get(name)
             outcome = await asyncio.to_thread(runtime.reconciler.reconcile, snapshot)
-            after = runtime.reconciler.serving.get(name)
+            after = runtime.reconciler.served.get(name)
             if runtime.settings.remediation_enabled and sweep_needed(before, after, outcome.writes, swept=swept):
                 await asyncio.to_thread(runtime.remediator.sweep, name)  # stuck pods may be fixable now
             swept = swept or after is not None

@@ -1,0 +1,90 @@
+"""What each credential serves now, as the reconciliations leave it; read by remediation and the handlers.
+
+Written only by the Reconciler (a pass's result) and by remediation (a revision the registry rejects); read
+from the event loop and the worker threads, so each record is replaced whole, never changed in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from regcred.models import CredentialSpec
+from regcred.providers import Token
+
+
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """What a credential currently serves, for diagnosis: where, which hosts, with which Secret revision."""
+
+    credential: Mapping[str, Any] = dataclasses.field(repr=False)
+    spec: CredentialSpec
+    namespaces: frozenset[str]
+    token: Token = dataclasses.field(repr=False)
+    revision: str  # the content hash of the Secret now written
+    # When the operator made this revision (minted it, or read a changed static secret): its own record,
+    # published as status.lastRefreshTime. Diagnosis compares pod failures with it.
+    since: datetime.datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class ServingRegistry:
+    """The `Serving` record of each credential this process serves, and the revisions its registry rejected."""
+
+    def __init__(self) -> None:
+        self._serving: dict[str, Serving] = {}
+        # Credentials whose registry rejects the revision in place (set by remediation), by revision.
+        self._rejected: dict[str, str] = {}
+
+    def get(self, name: str) -> Serving | None:
+        return self._serving.get(name)
+
+    def all(self) -> dict[str, Serving]:
+        """A copy: the caller may iterate it while passes go on in other threads."""
+        return dict(self._serving)
+
+    def serve(self, serving: Serving) -> None:
+        self._serving[serving.name] = serving
+
+    def stop(self, name: str) -> None:
+        """The credential serves nothing (an invalid spec, or forgotten)."""
+        self._serving.pop(name, None)
+
+    def reject(self, name: str, revision: str) -> None:
+        self._rejected[name] = revision
+
+    def rejected(self, name: str) -> str | None:
+        return self._rejected.get(name)
+
+    def clear_rejected(self, name: str) -> None:
+        self._rejected.pop(name, None)
+
+    def forget(self, name: str) -> None:
+        self._serving.pop(name, None)
+        self._rejected.pop(name, None)
+
+
+class CredentialLocks:
+    """One pass, cleanup or remediation status write at a time per credential: a cleanup must not race a late
+    write, and a condition set from outside a pass must not be lost to the pass's own status write."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self._locks.pop(name, None)
+
+
+__all__ = ["CredentialLocks", "Serving", "ServingRegistry"]

@@ -86,7 +86,7 @@ def main() -> None:
                              "serviceAccounts": ["default"]}})
             total = args.credentials * args.namespaces
             wait(lambda: len(kube.list_secrets(label_selector="regcred.dev/credential")) == total)
-            wait(lambda: all(len(runtime.reconciler.served.get(f"c{c}", _NONE).namespaces) == args.namespaces
+            wait(lambda: all(len((runtime.reconciler.served.get(f"c{c}") or _NONE).namespaces) == args.namespaces
                              for c in range(args.credentials)))
             print(f"{args.credentials} credentials x {args.namespaces} namespaces converged in "
                   f"{time.monotonic() - started:.1f}s\n")

@@ -49,6 +49,16 @@ def nothing_held() -> Iterator[None]:
     HELD.clear()
 
 
+@pytest.fixture(autouse=True)
+def no_pat_checks() -> Iterator[None]:
+    """The GitHub PAT checks an operator remembers (regcred.providers.ghcr.PAT_CHECKS) die with its test too:
+    a later test's fake GitHub may listen on the same port and answer differently for the same PAT."""
+    from regcred.providers.ghcr import PAT_CHECKS
+
+    yield
+    PAT_CHECKS.clear()
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

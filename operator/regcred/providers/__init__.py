@@ -42,7 +42,8 @@ def provider_for(spec: ProviderSpec, settings: Settings) -> Provider:
     if isinstance(spec, GhcrSpec):
         from regcred.providers.ghcr import GhcrProvider
 
-        return GhcrProvider(spec, api_url_override=settings.github_api_url)
+        # One /user check per PAT per resync period, however often the credential wakes up.
+        return GhcrProvider(spec, api_url_override=settings.github_api_url, recheck_after=settings.resync_interval)
     if isinstance(spec, GarSpec):
         from regcred.providers.gar import GarProvider
 

@@ -37,7 +37,8 @@ def provider_for(spec: ProviderSpec, settings: Settings) -> Provider:
         from regcred.providers.ecr import EcrProvider
 
         return EcrProvider(
-            spec, ecr_endpoint_url=settings.ecr_endpoint_url, sts_endpoint_url=settings.sts_endpoint_url
+            spec, ecr_endpoint_url=settings.ecr_endpoint_url, sts_endpoint_url=settings.sts_endpoint_url,
+            ecr_public_endpoint_url=settings.ecr_public_endpoint_url,
         )
     if isinstance(spec, GhcrSpec):
         from regcred.providers.ghcr import GhcrProvider

@@ -31,6 +31,7 @@ _AMBIENT_ENV = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_ECR",
     "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_ECR_PUBLIC",
     "MOTO_ACCOUNT_ID",
     "HTTP_PROXY",
     "HTTPS_PROXY",
@@ -47,6 +48,16 @@ def nothing_held() -> Iterator[None]:
 
     yield
     HELD.clear()
+
+
+@pytest.fixture(autouse=True)
+def no_pat_checks() -> Iterator[None]:
+    """The GitHub PAT checks an operator remembers (regcred.providers.ghcr.PAT_CHECKS) die with its test too:
+    a later test's fake GitHub may listen on the same port and answer differently for the same PAT."""
+    from regcred.providers.ghcr import PAT_CHECKS
+
+    yield
+    PAT_CHECKS.clear()
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "registrycredentials.regcred.dev.yaml"
 EXAMPLES_DIR = ROOT / "examples"
-EXAMPLE_NAMES = ["static-dockerhub.yaml", "ecr.yaml", "ghcr-pat.yaml", "ghcr-app.yaml", "gar.yaml"]
+EXAMPLE_NAMES = ["static-dockerhub.yaml", "ecr.yaml", "ecr-public.yaml", "ghcr-pat.yaml", "ghcr-app.yaml", "gar.yaml"]
 
 JUNCTORS = ("allOf", "anyOf", "oneOf", "not")
 # The keywords apiextensions.k8s.io/v1 accepts in a structural schema (JSONSchemaProps minus
@@ -278,7 +278,12 @@ INVALID = [
      "spec.provider.static", "required"),
     ("secretRef without namespace", {"spec.provider": {"static": {**STATIC, "secretRef": {"name": "hub"}}}},
      "spec.provider.static.secretRef", "required"),
-    ("ecr without region", {"spec.provider.ecr.region": DELETE}, "spec.provider.ecr", "required"),
+    ("ecr without region", {"spec.provider.ecr.region": DELETE}, "spec.provider.ecr", "oneOf"),
+    ("ecr public false without region", {"spec.provider.ecr": {"public": False}}, "spec.provider.ecr", "oneOf"),
+    ("ecr public in another region", {"spec.provider.ecr": {"public": True, "region": "eu-west-1"}},
+     "spec.provider.ecr", "oneOf"),
+    ("ecr public with registryIds", {"spec.provider.ecr.public": True}, "spec.provider.ecr", "oneOf"),
+    ("ecr public not a boolean", {"spec.provider.ecr": {"public": "yes"}}, "spec.provider.ecr.public", "type"),
     ("bad region", {"spec.provider.ecr.region": "Europe (Ireland)"}, "spec.provider.ecr.region", "pattern"),
     ("availability zone for region", {"spec.provider.ecr.region": "eu-west-1a"}, "spec.provider.ecr.region",
      "pattern"),
@@ -357,6 +362,10 @@ VALID_PROVIDERS: list[tuple[str, dict[str, Any]]] = [
     ("ecr-govcloud",
      {"ecr": {"region": "us-gov-west-1", "assumeRoleArn": "arn:aws-us-gov:iam::123456789012:role/pull"}}),
     ("ecr-china", {"ecr": {"region": "cn-north-1", "assumeRoleArn": "arn:aws-cn:iam::123456789012:role/path/pull"}}),
+    ("ecr-public", {"ecr": {"public": True}}),
+    ("ecr-public-us-east-1-assumed-role",
+     {"ecr": {"public": True, "region": "us-east-1", "assumeRoleArn": "arn:aws:iam::123456789012:role/pull"}}),
+    ("ecr-public-false", {"ecr": {"public": False, "region": "eu-west-1", "registryIds": ["123456789012"]}}),
     ("ghcr-pat", {"ghcr": {"username": "bot", "tokenSecretRef": TOKEN_REF}}),
     ("ghcr-app", {"ghcr": {"app": APP}}),
     ("ghcr-app-username", {"ghcr": {"username": "bot", "app": APP}}),
@@ -505,6 +514,7 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
     assert set(rules) == {
         "",
         "spec.provider",
+        "spec.provider.ecr",
         "spec.provider.ghcr",
         "spec.namespaces",
         "spec.namespaces.selector.matchExpressions[]",
@@ -518,6 +528,8 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
     assert all(f"has(self.{p})" in rules["spec.provider"][0] for p in ("ecr", "ghcr", "gar", "static"))
     assert any("tokenSecretRef" in r and "app" in r for r in rules["spec.provider.ghcr"])
     assert any("username" in r for r in rules["spec.provider.ghcr"])
+    assert any("region" in r and "public" in r for r in rules["spec.provider.ecr"])
+    assert any("registryIds" in r and "public" in r for r in rules["spec.provider.ecr"])
     assert "names" in rules["spec.namespaces"][0]
     assert "selector" in rules["spec.namespaces"][0]
     assert "'*'" in rules["spec.serviceAccounts"][0]

@@ -4,7 +4,15 @@ import datetime
 
 import pytest
 
-from regcred.models import DOCKER_HUB_HOST, SpecError, normalize_registry_host, parse_credential, parse_duration
+from regcred.models import (
+    DOCKER_HUB_HOST,
+    EcrSpec,
+    SecretRef,
+    SpecError,
+    normalize_registry_host,
+    parse_credential,
+    parse_duration,
+)
 
 STATIC = {"static": {"registry": "docker.io", "secretRef": {"namespace": "regcred-system", "name": "hub"}}}
 
@@ -96,6 +104,17 @@ def test_an_empty_selector_selects_every_namespace() -> None:
     assert not parsed.namespaces.selects("kube-system", {})
 
 
+@pytest.mark.parametrize("region", [{}, {"region": "us-east-1"}], ids=["no-region", "us-east-1"])
+def test_ecr_public_mints_in_us_east_1_with_the_usual_aws_credentials(region: dict[str, str]) -> None:
+    parsed = parse_credential("public", spec(provider={"ecr": {
+        "public": True, **region, "assumeRoleArn": "arn:aws:iam::123456789012:role/pull",
+        "credentialsSecretRef": {"namespace": "regcred-system", "name": "aws-keys"}}}))
+    assert parsed.provider == EcrSpec(
+        region="us-east-1", assume_role_arn="arn:aws:iam::123456789012:role/pull",
+        credentials_secret_ref=SecretRef(namespace="regcred-system", name="aws-keys"), public=True)
+    assert parsed.source_secrets == {("regcred-system", "aws-keys")}
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -111,6 +130,11 @@ def test_an_empty_selector_selects_every_namespace() -> None:
         ({"provider": {"static": {"registry": "docker.io", "secretRef": {"name": "hub"}}}},
          "secretRef needs both namespace and name"),
         ({"provider": {"ecr": {}}}, "region is required"),
+        ({"provider": {"ecr": {"public": False}}}, "region is required"),
+        ({"provider": {"ecr": {"public": "true"}}}, "public must be true or false"),
+        ({"provider": {"ecr": {"public": True, "region": "eu-west-1"}}}, "region must be us-east-1 or unset"),
+        ({"provider": {"ecr": {"public": True, "registryIds": ["123456789012"]}}},
+         "registryIds cannot be set with public: true"),
         ({"refresh": {"beforeExpiry": "30 minutes"}}, "beforeExpiry must be a duration"),
         ({"remediation": {"strategy": "Reboot"}}, "strategy must be RolloutRestart, DeletePods or None"),
         ({"remediation": {"cooldown": "30000000000h"}}, "cooldown must be at most 8760h"),

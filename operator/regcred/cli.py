@@ -34,6 +34,7 @@ RUN_ENVIRONMENT = (
     ("REGCRED_TOKEN_REALM_HOSTS", "more hosts trusted as a registry's token service"),
     ("REGCRED_ECR_ENDPOINT_URL", "the ECR API endpoint"),
     ("REGCRED_STS_ENDPOINT_URL", "the AWS STS endpoint"),
+    ("REGCRED_ECR_PUBLIC_ENDPOINT_URL", "the ECR Public API endpoint (ecr with public: true)"),
     ("REGCRED_GITHUB_API_URL", "the GitHub API URL of every ghcr credential"),
     ("REGCRED_GOOGLE_IAM_ENDPOINT_URL", "Google's IAM credentials API"),
     ("REGCRED_GOOGLE_STS_ENDPOINT_URL", "Google's token-exchange (STS) URL"),

@@ -40,6 +40,8 @@ class Settings:
     # Overrides for VPC/FIPS endpoints and for tests (boto3's AWS_ENDPOINT_URL_ECR also works).
     ecr_endpoint_url: str | None = None
     sts_endpoint_url: str | None = None
+    # ECR Public's API endpoint (ecr with public: true); boto3's AWS_ENDPOINT_URL_ECR_PUBLIC also works.
+    ecr_public_endpoint_url: str | None = None
     # Replaces the GitHub API URL of every ghcr credential (an egress proxy; tests).
     github_api_url: str | None = None
     # Base URL of Google's IAM credentials API for impersonation, e.g. https://iamcredentials.googleapis.com
@@ -104,6 +106,7 @@ class Settings:
             debounce=_seconds(env, "REGCRED_DEBOUNCE_SECONDS", defaults.debounce.total_seconds()),
             ecr_endpoint_url=env.get("REGCRED_ECR_ENDPOINT_URL") or None,
             sts_endpoint_url=env.get("REGCRED_STS_ENDPOINT_URL") or None,
+            ecr_public_endpoint_url=env.get("REGCRED_ECR_PUBLIC_ENDPOINT_URL") or None,
             events_namespace=env.get("REGCRED_EVENTS_NAMESPACE", defaults.events_namespace),
             api_read_timeout=float(env.get("REGCRED_API_TIMEOUT_SECONDS", defaults.api_read_timeout)),
             state_namespace=env.get("REGCRED_STATE_NAMESPACE") or _own_namespace() or defaults.state_namespace,

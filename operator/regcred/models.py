@@ -99,6 +99,7 @@ class EcrSpec:
     registry_ids: tuple[str, ...] = ()
     assume_role_arn: str | None = None
     credentials_secret_ref: SecretRef | None = None
+    public: bool = False  # ECR Public (public.ecr.aws) instead of the private registries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,8 @@ class GarSpec:
 
 
 ProviderSpec = StaticSpec | EcrSpec | GhcrSpec | GarSpec
+# ECR Public's GetAuthorizationToken exists in this region only.
+ECR_PUBLIC_REGION = "us-east-1"
 
 _SELECTOR_OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
 
@@ -295,6 +298,21 @@ def provider_key(raw: Mapping[str, Any]) -> str | None:
     return chosen[0] if len(chosen) == 1 else None
 
 
+def _check_ecr_public(block: Mapping[str, Any], where: str) -> None:
+    """ECR Public hands out its tokens in one region only, and one token opens every public registry."""
+    region = block.get("region")
+    if region and region != ECR_PUBLIC_REGION:
+        raise SpecError(
+            f"{where}.region must be {ECR_PUBLIC_REGION} or unset with public: true, not {str(region)[:40]!r}: "
+            f"ECR Public issues its tokens in {ECR_PUBLIC_REGION} only."
+        )
+    if block.get("registryIds"):
+        raise SpecError(
+            f"{where}.registryIds cannot be set with public: true: one ECR Public token serves public.ecr.aws "
+            "for every account."
+        )
+
+
 def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
     kind = provider_key(raw)
     if kind is None:
@@ -309,14 +327,20 @@ def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
             secret_ref=SecretRef.parse(block.get("secretRef") or {}, field=f"{where}.secretRef"),
         )
     if kind == "ecr":
-        if not block.get("region"):
+        public = block.get("public", False)
+        if not isinstance(public, bool):
+            raise SpecError(f"{where}.public must be true or false, not {str(public)[:40]!r}.")
+        if public:
+            _check_ecr_public(block, where)
+        elif not block.get("region"):
             raise SpecError(f"{where}.region is required, e.g. eu-west-1.")
         creds = block.get("credentialsSecretRef")
         return EcrSpec(
-            region=block["region"],
+            region=block.get("region") or ECR_PUBLIC_REGION,
             registry_ids=tuple(str(i) for i in block.get("registryIds") or ()),
             assume_role_arn=block.get("assumeRoleArn") or None,
             credentials_secret_ref=SecretRef.parse(creds, field=f"{where}.credentialsSecretRef") if creds else None,
+            public=public,
         )
     if kind == "ghcr":
         app = block.get("app")

@@ -17,13 +17,14 @@ import datetime
 import http.server
 import json
 import secrets
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from google.auth import exceptions as google_exceptions
 from google.auth import jwt as google_jwt
+
+from tests.providers.local_server import serving
 
 ONE_HOUR = datetime.timedelta(hours=1)
 
@@ -168,16 +169,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def serve(github: FakeGitHub) -> Iterator[FakeGitHub]:
     """Serve ``github`` on a free port of 127.0.0.1 in a thread, for the duration of the block."""
-    handler = type("Handler", (_Handler,), {"github": github})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    # A short poll interval: shutdown() waits for it, once per test.
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), name="fake-github", daemon=True)
-    thread.start()
-    github.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(type("Handler", (_Handler,), {"github": github}), "fake-github") as url:
+        github.url = url
         yield github
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

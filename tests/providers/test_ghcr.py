@@ -7,6 +7,7 @@ message is checked for the PAT, the JWT, the private key and the installation to
 
 from __future__ import annotations
 
+import base64
 import datetime
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -16,15 +17,20 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from regcred.clock import ManualClock
+from regcred.config import Settings
 from regcred.models import GhcrAppSpec, GhcrSpec, SecretRef, SpecError, parse_credential
 from regcred.providers.base import InvalidSourceSecret, ProviderError, SourceSecretNotFound, Token
 from regcred.providers.ghcr import (
     APP_USERNAME,
     GhcrProvider,
+    PatChecks,
     parse_expiration,
     pat_expiry_warning,
     pat_never_expires_note,
 )
+from regcred.reconcile import Reconciler
+from tests.fake_kube import FakeKube
 from tests.providers.github_server import FakeGitHub, Fault, Pat, serve
 
 UTC = datetime.UTC
@@ -35,6 +41,7 @@ PAT_REF = SecretRef(namespace="regcred-system", name="ghcr-pat", key="token")
 PAT = "ghp_R3gcr3dT3stT0k3nD0N0tPr1nt0000000000"
 FINE_GRAINED_PAT = "github_pat_11AAAAAAA0regcredFineGrainedDoNotPrint"
 BAD_PAT = "ghp_Th1sT0k3nIsR3v0k3dAndMustN0tB3Pr1nt3d"
+RESYNC = Settings().resync_interval
 
 
 # -- keys, secrets, server -------------------------------------------------------------------------------
@@ -386,6 +393,90 @@ def test_pat_with_expiry(github: FakeGitHub) -> None:
     assert call.headers["authorization"] == f"Bearer {PAT}"
     assert call.headers["user-agent"] == "regcred-operator"
     assert provider.pat_notice(token.expires_at, datetime.datetime(2099, 1, 1, tzinfo=UTC)) is None
+
+
+def user_calls(github: FakeGitHub) -> int:
+    return sum(1 for r in github.requests if (r.method, r.path) == ("GET", "/user"))
+
+
+def test_a_pat_is_checked_once_per_resync_period_however_often_the_credential_wakes_up(github: FakeGitHub) -> None:
+    """The reconciler makes a new provider at every wake-up and re-reads the PAT: GitHub is asked once."""
+    kube = FakeKube([{"metadata": {"name": "web", "labels": {}}, "status": {"phase": "Active"}}])
+    kube.put_source_secret(PAT_REF.namespace, PAT_REF.name, {"token": PAT.encode()})
+    credential = {"metadata": {"name": "gh", "generation": 1}, "spec": {
+        "secretName": "ghcr-pull", "namespaces": {"names": ["web"]}, "serviceAccounts": [],
+        "provider": {"ghcr": {"username": "ci-bot", "tokenSecretRef": {"namespace": PAT_REF.namespace,
+                                                                      "name": PAT_REF.name}}}}}
+    settings = Settings(write_concurrency=1, github_api_url=github.api_url)
+    reconciler = Reconciler(kube, settings, ManualClock(datetime.datetime.now(UTC)))  # type: ignore[arg-type]
+    try:
+        for _ in range(5):
+            reconciler.reconcile(credential)
+    finally:
+        reconciler.close()
+
+    assert user_calls(github) == 1
+    assert PAT in base64.b64decode(kube.secrets[("web", "ghcr-pull")]["data"][".dockerconfigjson"]).decode()
+    assert kube.status["gh"]["expirationTime"] == "2099-12-31T23:59:59Z"
+
+
+def test_a_checked_pat_is_checked_again_after_the_resync_period(github: FakeGitHub) -> None:
+    now = [datetime.datetime(2026, 12, 1, 12, 0, tzinfo=UTC)]
+    checks = PatChecks()
+    read_secret = reader(PAT_REF, {"token": PAT.encode()})
+
+    def wake_up() -> Token:  # as provider_for: a new provider each time, sharing the checks
+        provider = pat_provider(github, clock=lambda: now[0], recheck_after=RESYNC, checks=checks)
+        return provider.mint(read_secret)
+
+    first = wake_up()
+    now[0] += RESYNC - datetime.timedelta(seconds=1)
+    assert wake_up() == first  # the same token, username and expiry, from the check made then
+    assert user_calls(github) == 1
+
+    github.pats[PAT] = Pat(login="ci-bot", expiration="2099-01-01 00:00:00 UTC")  # a person changed it on GitHub
+    now[0] += datetime.timedelta(seconds=1)
+    assert wake_up().expires_at == datetime.datetime(2099, 1, 1, tzinfo=UTC)
+    assert user_calls(github) == 2
+
+
+def test_a_rotated_pat_is_checked_at_once(github: FakeGitHub) -> None:
+    now = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    checks = PatChecks()
+    new_pat = "ghp_R0t4t3dT0k3nD0N0tPr1nt000000000000000"
+    github.pats[new_pat] = Pat(login="ci-bot", expiration="2100-06-30 00:00:00 UTC")
+
+    def wake_up(pat: str) -> Token:
+        provider = pat_provider(github, clock=lambda: now, recheck_after=RESYNC, checks=checks)
+        return provider.mint(reader(PAT_REF, {"token": pat.encode()}))
+
+    wake_up(PAT)
+    token = wake_up(new_pat)
+    assert (token.password, token.expires_at) == (new_pat, datetime.datetime(2100, 6, 30, tzinfo=UTC))
+    assert [r.headers["authorization"] for r in github.requests] == [f"Bearer {PAT}", f"Bearer {new_pat}"]
+
+    # A revoked PAT put in its place is refused at once, not passed on the strength of an old check.
+    error = mint_error(pat_provider(github, clock=lambda: now, recheck_after=RESYNC, checks=checks),
+                       reader(PAT_REF, {"token": BAD_PAT.encode()}), BAD_PAT)
+    assert error.reason == "GitHubTokenRejected"
+
+
+def test_a_failed_check_is_not_remembered(github: FakeGitHub) -> None:
+    now = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    checks = PatChecks()
+    read_secret = reader(PAT_REF, {"token": PAT.encode()})
+
+    def provider() -> GhcrProvider:
+        return pat_provider(github, clock=lambda: now, recheck_after=RESYNC, checks=checks)
+
+    github.fail["/user"] = Fault(503, {"message": "Service Unavailable"})
+    assert mint_error(provider(), read_secret, PAT).reason == "GitHubUnavailable"
+    github.fail.clear()
+    github.pats[PAT] = Pat(login="ci-bot", scopes="repo")  # no package scope: refused, and not remembered
+    assert mint_error(provider(), read_secret, PAT).reason == "GitHubTokenMissingScope"
+    github.pats[PAT] = Pat(login="ci-bot")
+    assert provider().mint(read_secret).password == PAT
+    assert user_calls(github) == 3
 
 
 def test_pat_with_numeric_offset_on_github_enterprise(ghes: FakeGitHub) -> None:

@@ -28,6 +28,8 @@ from regcred.providers.ecr import EcrProvider
 from regcred.providers.gar import GarProvider
 from regcred.providers.ghcr import GhcrProvider
 from tests.log_scan import assert_nothing_printed
+from tests.providers.ecr_public_server import FakeEcrPublic
+from tests.providers.ecr_public_server import serve as serve_ecr_public
 from tests.providers.github_server import FakeGitHub, Pat, serve
 from tests.providers.google_server import FakeGoogle, new_rsa_key, running
 from tests.providers.test_ecr import secret_reader
@@ -78,6 +80,29 @@ def test_ecr_with_keys_from_a_secret_and_an_assumed_role_logs_no_secret(
         "the role's session token": assumed.session_token,
         "the ECR authorization token": base64.b64encode(f"{token.username}:{token.password}".encode()).decode(),
         **token_secrets(token, "ECR"),
+    })
+
+
+@pytest.mark.usefixtures("clean_aws_env")
+def test_ecr_public_with_an_assumed_role_logs_no_secret(
+    moto_url: str, debug_logging: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = SecretRef(namespace="regcred-system", name="aws-pull-keys")
+    read_secret = secret_reader({(keys.namespace, keys.name): {
+        "AWS_ACCESS_KEY_ID": AWS_KEY_ID.encode(), "AWS_SECRET_ACCESS_KEY": AWS_SECRET.encode()}})
+    spec = EcrSpec(region="us-east-1", credentials_secret_ref=keys, public=True,
+                   assume_role_arn=f"arn:aws:iam::{ROLE_ACCOUNT}:role/ecr-public-pull")
+
+    with serve_ecr_public(FakeEcrPublic()) as ecr_public:
+        token = EcrProvider(spec, sts_endpoint_url=moto_url, ecr_public_endpoint_url=ecr_public.url).mint(read_secret)
+
+    assert token.hosts == ("public.ecr.aws",)
+    assumed = sts_backends[ROLE_ACCOUNT]["aws"].assumed_roles[-1]
+    assert_nothing_printed(debug_logging, capsys, server_side=SERVER_SIDE, secrets={
+        "the Secret's secret access key": AWS_SECRET,
+        "the role's secret access key": assumed.secret_access_key,
+        "the role's session token": assumed.session_token,
+        **token_secrets(token, "ECR Public"),
     })
 
 

@@ -37,12 +37,14 @@ def provider_for(spec: ProviderSpec, settings: Settings) -> Provider:
         from regcred.providers.ecr import EcrProvider
 
         return EcrProvider(
-            spec, ecr_endpoint_url=settings.ecr_endpoint_url, sts_endpoint_url=settings.sts_endpoint_url
+            spec, ecr_endpoint_url=settings.ecr_endpoint_url, sts_endpoint_url=settings.sts_endpoint_url,
+            ecr_public_endpoint_url=settings.ecr_public_endpoint_url,
         )
     if isinstance(spec, GhcrSpec):
         from regcred.providers.ghcr import GhcrProvider
 
-        return GhcrProvider(spec, api_url_override=settings.github_api_url)
+        # One /user check per PAT per resync period, however often the credential wakes up.
+        return GhcrProvider(spec, api_url_override=settings.github_api_url, recheck_after=settings.resync_interval)
     if isinstance(spec, GarSpec):
         from regcred.providers.gar import GarProvider
 

@@ -1,5 +1,9 @@
 """Amazon ECR: one GetAuthorizationToken call yields a 12-hour password for one or more registries.
 
+With ``public: true`` the same call goes to ECR Public instead (``ecr-public:GetAuthorizationToken``, which
+also needs ``sts:GetServiceBearerToken``; in us-east-1 only): its 12-hour token is for ``public.ecr.aws``,
+where an authenticated pull gets a higher rate limit than an anonymous one.
+
 Credentials come from a Secret (``credentialsSecretRef``) or the operator's ambient AWS identity (IRSA,
 EKS Pod Identity, an instance role, environment variables), optionally exchanged for a role's through STS
 AssumeRole. Every AWS failure becomes a :class:`ProviderError` whose reason says what kind of failure it is
@@ -9,6 +13,7 @@ and whose message says what to fix; no message ever contains a key, a session to
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +25,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
-from regcred.models import EcrSpec, SecretRef
+from regcred.models import ECR_PUBLIC_REGION, EcrSpec, SecretRef
 from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
 from regcred.redact import redact
 
@@ -31,6 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ECR_USERNAME = "AWS"
+ECR_PUBLIC_HOST = "public.ecr.aws"
 ASSUME_ROLE_SESSION_NAME = "regcred-operator"
 ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
 SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 -- the name of a Secret key, not a value
@@ -106,7 +112,40 @@ _AWS_MESSAGE_LIMIT = 300
 _UNPARSABLE = (ResponseParserError, ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError,
                OverflowError)
 
-Service = Literal["ecr", "sts"]
+Service = Literal["ecr", "ecr-public", "sts"]
+
+
+class _EcrPublicClient(Protocol):
+    """The one call made to ECR Public (boto3's ``ecr-public`` client; no type stubs are installed for it)."""
+
+    def get_authorization_token(self) -> Mapping[str, Any]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class _Api:
+    """What error messages say about the ECR API called: its name, the IAM permissions a token needs, what to
+    check in the spec when a request is invalid, and what it takes to reach it."""
+
+    service: str
+    name: str
+    permissions: str
+    fix_parameters: str
+    no_egress: str
+
+
+def _private_api(region: str) -> _Api:
+    return _Api("ECR", f"ECR in {region}", "ecr:GetAuthorizationToken",
+                "check spec.provider.ecr.registryIds (12-digit AWS account ids, at most 10) and region",
+                "If the cluster has no internet egress, it needs a VPC endpoint for ECR.")
+
+
+PUBLIC_API = _Api(
+    "ECR Public",
+    f"ECR Public (in {ECR_PUBLIC_REGION})",
+    "ecr-public:GetAuthorizationToken and sts:GetServiceBearerToken",
+    "check spec.provider.ecr",
+    f"The operator needs egress to api.ecr-public.{ECR_PUBLIC_REGION}.amazonaws.com.",
+)
 
 
 class ClientFactory(Protocol):
@@ -145,6 +184,7 @@ class EcrProvider:
         *,
         ecr_endpoint_url: str | None = None,
         sts_endpoint_url: str | None = None,
+        ecr_public_endpoint_url: str | None = None,
         session_factory: Callable[..., boto3.session.Session] = boto3.session.Session,
         client_factory: ClientFactory = default_client_factory,
         config: Config = DEFAULT_CONFIG,
@@ -152,6 +192,7 @@ class EcrProvider:
         self.spec = spec
         self.ecr_endpoint_url = ecr_endpoint_url
         self.sts_endpoint_url = sts_endpoint_url
+        self.ecr_public_endpoint_url = ecr_public_endpoint_url
         self._session_factory = session_factory
         self._client_factory = client_factory
         self._config = config
@@ -176,6 +217,8 @@ class EcrProvider:
             session = self._assume_role(session, spec.assume_role_arn, identity, secrets)
             identity = f"the role {spec.assume_role_arn}"
 
+        if spec.public:
+            return self._get_public_authorization_token(session, identity, secrets)
         return self._get_authorization_token(session, identity, secrets)
 
     def _session(
@@ -225,6 +268,7 @@ class EcrProvider:
         )
 
     def _get_authorization_token(self, session: boto3.session.Session, identity: str, secrets: list[str]) -> Token:
+        api = _private_api(self.spec.region)
         try:
             ecr = cast("ECRClient", self._client("ecr", session, self.ecr_endpoint_url))
             if self.spec.registry_ids:
@@ -232,9 +276,9 @@ class EcrProvider:
             else:
                 response = ecr.get_authorization_token()
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            raise _ecr_error(error, self.spec.region, identity, secrets) from None
+            raise _ecr_error(error, api, identity, secrets) from None
         except _UNPARSABLE as error:
-            raise _invalid_response(f"it could not be parsed ({type(error).__name__})") from None
+            raise _invalid_response(f"it could not be parsed ({type(error).__name__})", api) from None
 
         hosts: list[str] = []
         passwords: list[str] = []
@@ -247,13 +291,13 @@ class EcrProvider:
             host = endpoint.removeprefix("https://").removeprefix("http://").rstrip("/") if isinstance(
                 endpoint, str) else ""
             if not host or not isinstance(encoded, str) or not isinstance(expires_at, datetime.datetime):
-                raise _invalid_response("an authorization entry lacks its endpoint, token or expiry")
-            passwords.append(_decode_password(encoded))
+                raise _invalid_response("an authorization entry lacks its endpoint, token or expiry", api)
+            passwords.append(_decode_password(encoded, api))
             if host not in hosts:
                 hosts.append(host)
-            expiries.append(_as_utc(expires_at))
+            expiries.append(_as_utc(expires_at, api))
         if not hosts:
-            raise _invalid_response("it returned no authorization data")
+            raise _invalid_response("it returned no authorization data", api)
 
         # One entry per registry, but each token "can be used to access any Amazon ECR registry that your
         # IAM principal has access to" (the API reference), so the first opens them all.
@@ -261,11 +305,35 @@ class EcrProvider:
         logger.debug("Minted an ECR token for %s, expiring at %s.", ", ".join(hosts), expires.isoformat())
         return Token(hosts=tuple(hosts), username=ECR_USERNAME, password=passwords[0], expires_at=expires)
 
-    def _client(self, service_name: Service, session: boto3.session.Session, endpoint_url: str | None) -> BaseClient:
+    def _get_public_authorization_token(
+        self, session: boto3.session.Session, identity: str, secrets: list[str]
+    ) -> Token:
+        try:
+            client = cast(_EcrPublicClient, self._client("ecr-public", session, self.ecr_public_endpoint_url,
+                                                         region=ECR_PUBLIC_REGION))
+            response = client.get_authorization_token()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise _ecr_error(error, PUBLIC_API, identity, secrets) from None
+        except _UNPARSABLE as error:
+            raise _invalid_response(f"it could not be parsed ({type(error).__name__})", PUBLIC_API) from None
+
+        # One object, not a list of registries: the token is for public.ecr.aws whatever the account.
+        data = response.get("authorizationData")
+        encoded, expires_at = (data.get(key) if isinstance(data, Mapping) else None
+                               for key in ("authorizationToken", "expiresAt"))
+        if not isinstance(encoded, str) or not isinstance(expires_at, datetime.datetime):
+            raise _invalid_response("it has no authorization token or expiry", PUBLIC_API)
+        password = _decode_password(encoded, PUBLIC_API)
+        expires = _as_utc(expires_at, PUBLIC_API)
+        logger.debug("Minted an ECR Public token for %s, expiring at %s.", ECR_PUBLIC_HOST, expires.isoformat())
+        return Token(hosts=(ECR_PUBLIC_HOST,), username=ECR_USERNAME, password=password, expires_at=expires)
+
+    def _client(self, service_name: Service, session: boto3.session.Session, endpoint_url: str | None, *,
+                region: str | None = None) -> BaseClient:
         return self._client_factory(
             session,
             service_name,
-            region_name=self.spec.region,
+            region_name=region or self.spec.region,
             endpoint_url=endpoint_url,
             config=self._config,
         )
@@ -297,24 +365,24 @@ def _read_static_keys(read_secret: SecretReader, ref: SecretRef) -> dict[str, st
     return {name: text for name, text in keys.items() if text is not None}
 
 
-def _decode_password(encoded: str) -> str:
+def _decode_password(encoded: str, api: _Api) -> str:
     try:
         username, separator, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
     except ValueError:  # binascii.Error, a str that is not ASCII, UnicodeDecodeError
-        raise _invalid_response("its token is not base64-encoded text") from None
+        raise _invalid_response("its token is not base64-encoded text", api) from None
     if not separator or username != ECR_USERNAME or not password:
-        raise _invalid_response(f"its token is not of the form {ECR_USERNAME}:<password>")
+        raise _invalid_response(f"its token is not of the form {ECR_USERNAME}:<password>", api)
     return password
 
 
-def _as_utc(value: datetime.datetime) -> datetime.datetime:
+def _as_utc(value: datetime.datetime, api: _Api) -> datetime.datetime:
     # botocore parses epoch timestamps into the local timezone; a naive one would be UTC.
     if value.tzinfo is None:
         return value.replace(tzinfo=datetime.UTC)
     try:
         return value.astimezone(datetime.UTC)
     except OverflowError:  # year 1 in a timezone east of UTC
-        raise _invalid_response("its expiry is out of range") from None
+        raise _invalid_response("its expiry is out of range", api) from None
 
 
 def _unusable_sts_answer(role_arn: str, what: str) -> ProviderError:
@@ -326,15 +394,16 @@ def _unusable_sts_answer(role_arn: str, what: str) -> ProviderError:
     )
 
 
-def _invalid_response(what: str) -> ProviderError:
+def _invalid_response(what: str, api: _Api) -> ProviderError:
     return ProviderError(
-        f"ECR answered GetAuthorizationToken with a response the operator cannot use: {what}.",
+        f"{api.service} answered GetAuthorizationToken with a response the "
+        f"operator cannot use: {what}.",
         reason=REASON_INVALID_RESPONSE,
         retryable=True,
     )
 
 
-def _ecr_error(error: Exception, region: str, identity: str, secrets: Iterable[str]) -> ProviderError:
+def _ecr_error(error: Exception, api: _Api, identity: str, secrets: Iterable[str]) -> ProviderError:
     common = _common_error(error, identity)
     if common is not None:
         return common
@@ -342,45 +411,43 @@ def _ecr_error(error: Exception, region: str, identity: str, secrets: Iterable[s
         code, status, aws_says = _client_error_details(error, secrets)
         if code in _DENIED_CODES:
             return ProviderError(
-                f"AWS denied ecr:GetAuthorizationToken to {identity} in {region}: its IAM policy must allow "
-                f"ecr:GetAuthorizationToken (AWS said: {aws_says}).",
+                f"AWS denied GetAuthorizationToken of {api.name} to {identity}: its IAM policy must allow "
+                f"{api.permissions} (AWS said: {aws_says}).",
                 reason=REASON_ACCESS_DENIED,
                 retryable=False,
             )
         if code in _INVALID_PARAMETER_CODES:
             return ProviderError(
-                f"ECR in {region} rejected the request as invalid; check spec.provider.ecr.registryIds "
-                f"(12-digit AWS account ids) and region (AWS said: {aws_says}).",
+                f"{api.name} rejected the request as invalid; {api.fix_parameters} (AWS said: {aws_says}).",
                 reason=REASON_INVALID_PARAMETER,
                 retryable=False,
             )
         if code in _TRANSIENT_CODES or status >= 500:
             return ProviderError(
-                f"ECR in {region} is throttling or failing (HTTP {status}, {code}); the operator will retry.",
+                f"{api.name} is throttling or failing (HTTP {status}, {code}); the operator will retry.",
                 reason=REASON_UNAVAILABLE,
                 retryable=True,
             )
         return ProviderError(
-            f"ECR in {region} refused GetAuthorizationToken with {code} (HTTP {status}): {aws_says}.",
+            f"{api.name} refused GetAuthorizationToken with {code} (HTTP {status}): {aws_says}.",
             reason=REASON_REQUEST_FAILED,
             retryable=status < 400 or status >= 500 or status in (408, 429),
         )
     if isinstance(error, botocore.exceptions.ParamValidationError | botocore.exceptions.InvalidRegionError):
         return ProviderError(
-            f"The ECR request cannot be built from spec.provider.ecr; check registryIds (12-digit AWS "
-            f"account ids, at most 10) and region ({_first_line(error)}).",
+            f"The request to {api.name} cannot be built from spec.provider.ecr; {api.fix_parameters} "
+            f"({_first_line(error)}).",
             reason=REASON_INVALID_PARAMETER,
             retryable=False,
         )
     if isinstance(error, botocore.exceptions.ConnectionError | botocore.exceptions.HTTPClientError):
         return ProviderError(
-            f"ECR in {region} could not be reached ({type(error).__name__}); the operator will retry. "
-            "If the cluster has no internet egress, it needs a VPC endpoint for ECR.",
+            f"{api.name} could not be reached ({type(error).__name__}); the operator will retry. {api.no_egress}",
             reason=REASON_UNAVAILABLE,
             retryable=True,
         )
     return ProviderError(
-        f"Calling ECR in {region} failed ({type(error).__name__}).",
+        f"Calling {api.name} failed ({type(error).__name__}).",
         reason=REASON_REQUEST_FAILED,
         retryable=True,
     )

@@ -7,7 +7,9 @@ Two ways in, one per block of ``spec.provider.ghcr``:
   ``GET {api}/user`` and reads its expiry from GitHub's ``GitHub-Authentication-Token-Expiration``
   response header. ``/user`` is the cheapest call that every PAT can make whatever its scopes (a classic
   PAT with only ``read:packages``, or a fine-grained PAT with no permission at all); it also answers with
-  ``X-OAuth-Scopes`` for classic PATs, which tells a PAT that cannot pull packages. The expiry never
+  ``X-OAuth-Scopes`` for classic PATs, which tells a PAT that cannot pull packages. A PAT that passed is
+  not asked about again before ``recheck_after`` (the resync period, see :class:`PatChecks`); a changed
+  PAT is checked at once, and a failed check is never remembered. The expiry never
   prevents writing the token: it becomes ``Token.expires_at`` (shown in status and on the Secrets) and
   :func:`pat_expiry_warning` says, well before it lapses, that a person must create a new one.
 * **A GitHub App installation** (``app``). The operator signs an App JWT (RS256) with the App's private
@@ -24,9 +26,13 @@ key or the installation token.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime
+import hashlib
 import logging
 import re
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -86,6 +92,57 @@ def _system_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+@dataclasses.dataclass(frozen=True)
+class _PatCheck:
+    checked_at: datetime.datetime
+    login: str | None
+    expires_at: datetime.datetime | None
+
+
+class PatChecks:
+    """What GitHub's ``/user`` said about each PAT that passed, by API URL and a digest of the PAT.
+
+    The reconciler makes a new provider at every wake-up (an event, a resync) and re-reads a PAT each time;
+    asking GitHub each time would spend its rate limit on an answer that rarely changes. So a PAT that
+    passed is asked about again only ``recheck_after`` later; a different PAT (a rotation) misses and is
+    checked at once, and a failure is never recorded, so it is asked about again at the next wake-up.
+    The PAT itself is not kept, only its SHA-256. Bounded: the least recently used entries go first.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._entries: collections.OrderedDict[str, _PatCheck] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(api_url: str, token: str) -> str:
+        return hashlib.sha256(f"{api_url}\n{token}".encode()).hexdigest()
+
+    def recent(self, key: str, now: datetime.datetime, recheck_after: datetime.timedelta) -> _PatCheck | None:
+        """The check of this PAT made less than ``recheck_after`` before ``now``, if any."""
+        with self._lock:
+            check = self._entries.get(key)
+            if check is None or not check.checked_at <= now < check.checked_at + recheck_after:
+                return None
+            self._entries.move_to_end(key)
+            return check
+
+    def record(self, key: str, check: _PatCheck) -> None:
+        with self._lock:
+            self._entries[key] = check
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+# Shared by the providers of every wake-up of every credential in this process (see PatChecks).
+PAT_CHECKS = PatChecks()
+
+
 class GhcrProvider:
     """Mints a ghcr.io credential from a PAT (checked, with its expiry) or a GitHub App installation token.
 
@@ -94,6 +151,9 @@ class GhcrProvider:
     https://api.github.com for ghcr.io and ``https://<host>/api/v3`` for GitHub Enterprise Server's
     ``containers.<host>``; for any other registry host it cannot check the PAT and writes it with an
     unknown expiry (``api_url`` is then None and :meth:`pat_notice` says so).
+
+    ``recheck_after``: a PAT that passed its check less than this long ago (in ``checks``) is not checked
+    again; None checks at every mint. The operator passes its resync period.
     """
 
     def __init__(
@@ -103,6 +163,8 @@ class GhcrProvider:
         clock: Callable[[], datetime.datetime] | None = None,
         session: requests.Session | None = None,
         api_url_override: str | None = None,
+        recheck_after: datetime.timedelta | None = None,
+        checks: PatChecks = PAT_CHECKS,
     ) -> None:
         if (spec.app is None) == (spec.token_secret_ref is None):
             raise SpecError("spec.provider.ghcr needs exactly one of tokenSecretRef (a PAT) or app (a GitHub App).")
@@ -114,6 +176,8 @@ class GhcrProvider:
         self._clock = clock or _system_now
         self._session = session
         self.api_url = _api_url(spec, api_url_override)
+        self._recheck_after = recheck_after
+        self._checks = checks
 
     @property
     def user_managed(self) -> bool:
@@ -178,6 +242,14 @@ class GhcrProvider:
                 hosts=(registry,), username=self.spec.username or APP_USERNAME, password=token, expires_at=None
             )
 
+        check_key = PatChecks.key(self.api_url, token)
+        now = self._clock()
+        if self._recheck_after is not None:
+            recent = self._checks.recent(check_key, now, self._recheck_after)
+            if recent is not None:
+                return Token(hosts=(registry,), username=self.spec.username or recent.login or APP_USERNAME,
+                             password=token, expires_at=recent.expires_at)
+
         url = f"{self.api_url}/user"
         response = _request(session, "GET", url, token, what=f"checking the GitHub token for {registry}")
         if response.status_code == 401:
@@ -207,7 +279,9 @@ class GhcrProvider:
                 )
 
         expires_at = _expiration_header(response.headers.get(EXPIRATION_HEADER), ref)
-        username = self.spec.username or _login(response) or APP_USERNAME
+        login = _login(response)
+        self._checks.record(check_key, _PatCheck(now, login, expires_at))
+        username = self.spec.username or login or APP_USERNAME
         logger.debug(
             "Checked the GitHub token for %s: %s.",
             registry,

@@ -62,6 +62,6 @@ def test_an_ecr_public_token_fans_out_with_its_expiry(
         assert (entry["username"], entry["password"]) == ("AWS", ecr_public.issued[-1])
         annotations = cluster.secrets(SELECTOR)[namespace].metadata.annotations
         assert annotations["regcred.dev/expiration-time"] == expires
-    assert runtime.reconciler.provider_calls == 1  # one token for every namespace
+    assert runtime.reconciler.tokens.provider_calls == 1  # one token for every namespace
     assert [(r.access_key_id, r.region) for r in ecr_public.requests] == [(ACCESS_KEY_ID, "us-east-1")]
     assert ecr_public.issued[-1] not in str(cluster.credential("ecr-public")["status"])

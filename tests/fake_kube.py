@@ -115,16 +115,16 @@ class FakeKube:
             raise KubeError(404, "NotFound", f'serviceaccounts "{name}" not found')
         return copy.deepcopy(account)
 
-    def replace_service_account(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        metadata = body["metadata"]
-        key = (metadata["namespace"], metadata["name"])
-        current = self.service_accounts.get(key)
-        if current is None:
-            raise KubeError(404, "NotFound", f'serviceaccounts "{key[1]}" not found')
-        if metadata.get("resourceVersion") != current["metadata"]["resourceVersion"]:
-            raise KubeError(409, "Conflict", "the object has been modified")
-        self.put_service_account(body)
-        return copy.deepcopy(self.service_accounts[key])
+    def patch_service_account(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            current = self.service_accounts.get((namespace, name))
+            if current is None:
+                raise KubeError(404, "NotFound", f'serviceaccounts "{name}" not found')
+            wanted_version = (patch.get("metadata") or {}).get("resourceVersion")
+            if wanted_version and wanted_version != current["metadata"]["resourceVersion"]:
+                raise KubeError(409, "Conflict", "the object has been modified")
+            self.put_service_account(merge_patch(current, dict(patch)))
+            return copy.deepcopy(self.service_accounts[(namespace, name)])
 
     def patch_credential_status(self, name: str, status: Mapping[str, Any]) -> None:
         self.status[name] = copy.deepcopy(merge_patch(self.status.get(name) or {}, dict(status)))

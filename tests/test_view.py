@@ -68,3 +68,23 @@ def test_a_full_list_never_undoes_a_newer_event() -> None:
     later = view.mark()
     view.replace_namespaces([namespace("old", team="shop")], later)  # a newer LIST: what it lacks is gone
     assert {n.name for n in view.namespaces()} == {"old"}
+
+
+def test_a_full_list_serves_every_full_pass_that_comes_soon_after() -> None:
+    import datetime
+
+    view, calls = ClusterView(), []
+    start = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
+    age = datetime.timedelta(seconds=30)
+
+    def lister() -> list[dict[str, Any]]:
+        calls.append(1)
+        return [namespace(f"ns-{len(calls)}")]
+
+    assert view.refresh("namespaces", lister, start, age)
+    assert not view.refresh("namespaces", lister, start + datetime.timedelta(seconds=29), age)
+    assert [ns.name for ns in view.namespaces()] == ["ns-1"]
+    assert view.refresh("namespaces", lister, start + age, age)
+    assert [ns.name for ns in view.namespaces()] == ["ns-2"]
+    view.clear()  # a paused replica: what it listed is stale
+    assert view.refresh("namespaces", lister, start + age, age) and len(calls) == 3

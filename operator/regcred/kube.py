@@ -124,27 +124,36 @@ class KubeApi:
 
     def list_all(self, path: str, **query: str) -> list[dict[str, Any]]:
         """All items of a collection, page by page."""
-        items: list[dict[str, Any]] = []
+        return list(self.iter_all(path, **query))
+
+    def iter_all(self, path: str, **query: str) -> Iterator[dict[str, Any]]:
+        """The items of a collection as the pages come: a caller that keeps only what it needs of each item
+        never holds the whole collection decoded (thousands of namespaces or ServiceAccounts)."""
         params: dict[str, str | int] = {k: v for k, v in query.items() if v}
         params["limit"] = self.page_size
         while True:
             page = self.request("GET", path, query=params)
-            items.extend(page.get("items") or [])
+            yield from page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:
-                return items
+                return
             params["continue"] = token
 
     # -- namespaces, secrets, service accounts -----------------------------------------------------
 
-    def list_namespaces(self) -> list[dict[str, Any]]:
-        return self.list_all("/api/v1/namespaces")
+    def list_namespaces(self) -> Iterator[dict[str, Any]]:
+        return self.iter_all("/api/v1/namespaces")
 
     def list_namespaced_collection(self, plural: str, **query: str) -> list[dict[str, Any]]:
         """A core collection across the served namespaces: one cluster-wide LIST, or one per namespace."""
+        return list(self.iter_namespaced_collection(plural, **query))
+
+    def iter_namespaced_collection(self, plural: str, **query: str) -> Iterator[dict[str, Any]]:
         if not self.namespaces:
-            return self.list_all(f"/api/v1/{plural}", **query)
-        return [item for ns in self.namespaces for item in self.list_all(_namespaced(plural, ns), **query)]
+            yield from self.iter_all(f"/api/v1/{plural}", **query)
+            return
+        for ns in self.namespaces:
+            yield from self.iter_all(_namespaced(plural, ns), **query)
 
     def list_secrets(self, *, label_selector: str) -> list[dict[str, Any]]:
         return self.list_namespaced_collection("secrets", labelSelector=label_selector)
@@ -188,18 +197,19 @@ class KubeApi:
             if not error.not_found:
                 raise
 
-    def list_service_accounts(self) -> list[dict[str, Any]]:
-        return self.list_namespaced_collection("serviceaccounts")
+    def list_service_accounts(self) -> Iterator[dict[str, Any]]:
+        return self.iter_namespaced_collection("serviceaccounts")
 
     def read_service_account(self, namespace: str, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.request("GET", _namespaced("serviceaccounts", namespace, name))
         return result
 
-    def replace_service_account(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """PUT guarded by the body's metadata.resourceVersion: a concurrent change answers 409 Conflict."""
-        metadata = body["metadata"]
+    def patch_service_account(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A merge patch; a metadata.resourceVersion in it is a precondition (409 Conflict when the account
+        changed since): the apiserver's generic store refuses an update whose object carries another
+        resourceVersion than the stored one (k8s.io/apiserver pkg/registry/generic/registry/store.go, Update)."""
         result: dict[str, Any] = self.request(
-            "PUT", _namespaced("serviceaccounts", metadata["namespace"], metadata["name"]), body=body
+            "PATCH", _namespaced("serviceaccounts", namespace, name), body=patch, content_type=MERGE_PATCH
         )
         return result
 

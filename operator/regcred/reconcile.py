@@ -17,17 +17,10 @@ from typing import Any
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from regcred import dockerconfig as dc
+from regcred.accounts import AccountWriter
 from regcred.clock import Clock
 from regcred.config import Settings
-from regcred.fanout import (
-    SecretAction,
-    SecretContent,
-    attach_update,
-    attached_by,
-    format_time,
-    plan_secrets,
-    wants_attachment,
-)
+from regcred.fanout import SecretAction, SecretContent, format_time, plan_secrets
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
 from regcred.models import CredentialSpec, SpecError, force_sync_request, parse_credential
@@ -48,15 +41,16 @@ from regcred.status import (
     summarise_failures,
 )
 from regcred.tokens import ProviderFactory, TokenSource, VerificationFailed, next_mint, provider_hash, still_valid
-from regcred.view import ClusterView, NamespaceInfo, selected
+from regcred.view import ClusterView, selected
 from regcred.writer import SecretWriter, WriteBackoff
-from regcred.writer import failure_reason as _failure_reason
 
 logger = logging.getLogger("regcred")
 
-_SA_CONFLICT_RETRIES = 5
 # A resync wake-up comes at the resync period, give or take the clock's rounding: it still counts as full.
 _FULL_PASS_SLACK = datetime.timedelta(seconds=1)
+# A full pass shares a LIST of namespaces or ServiceAccounts that another credential's full pass started this
+# recently (at most half the resync period): the watches have kept the view current since.
+_SHARED_LIST_AGE = datetime.timedelta(seconds=30)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +87,11 @@ class Reconciler:
         self.served = ServingRegistry()
         self._full_at: dict[str, datetime.datetime] = {}  # the last pass that LISTed namespaces and accounts
         self.view = view or ClusterView()
+        self.accounts = AccountWriter(kube, self.view, self.writer.pool)
+
+    @property
+    def _shared_list_age(self) -> datetime.timedelta:
+        return min(_SHARED_LIST_AGE, self.settings.resync_interval / 2)
 
     def close(self) -> None:
         self.writer.close()
@@ -131,13 +130,9 @@ class Reconciler:
         last_full = self._full_at.get(name)
         full = last_full is None or now - last_full >= self.settings.resync_interval - _FULL_PASS_SLACK
         if full:
-            mark = self.view.mark()
-            listed = self.kube.list_namespaces()
-            self.view.replace_namespaces(listed, mark)
-            namespaces = [NamespaceInfo.of(ns) for ns in listed]
-        else:
-            namespaces = self.view.namespaces()
-        targets = sorted(ns.name for ns in namespaces if selected(spec, ns, self.settings.watch_namespaces))
+            self.view.refresh("namespaces", self.kube.list_namespaces, now, self._shared_list_age)
+        targets = sorted(ns.name for ns in self.view.namespaces()
+                         if selected(spec, ns, self.settings.watch_namespaces))
         managed = self.kube.list_secrets(label_selector=_credential_selector(name))
         phash = provider_hash(credential.get("spec") or {})
 
@@ -176,14 +171,20 @@ class Reconciler:
             minted_at=held.minted_at, expires_at=held.token.expires_at,
         )
         actions = plan_secrets(desired, targets, managed)
-        failed = self.writer.apply(actions, name, desired)
+        # Other credentials' account writes add this one's entry where its Secret is in place: not where it is
+        # being created or deleted, until that is done.
+        pending = {action.namespace for action in actions if action.verb in ("create", "recreate", "delete")}
+        self.accounts.narrow(spec, (ns for ns in targets if ns not in pending))
+        failed = self.writer.apply(actions, name, desired, done=lambda action: self.accounts.offer(
+            name, action.namespace) if action.verb in ("create", "recreate") else None)
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
         # Where our Secret's write failed and is retried, the ServiceAccounts are left as they are: detaching
         # now would only attach again on the retry (two needless writes, and pods made meanwhile get no entry).
-        retried = {f.namespace for f in failed if f.reason != "SecretConflict"}
-        account_failures, accounts_changed = self._attach_service_accounts(spec, synced_targets, full=full,
-                                                                           leave=retried)
+        retried = frozenset(f.namespace for f in failed if f.reason != "SecretConflict")
+        if full:
+            self.view.refresh("serviceaccounts", self.kube.list_service_accounts, now, self._shared_list_age)
+        account_failures, accounts_changed = self.accounts.sync(spec, frozenset(synced_targets), leave=retried)
         failed.extend(account_failures)
         writes = len(actions)
         if minted or actions or accounts_changed:  # the default level: one line per reconciliation that did something
@@ -271,10 +272,11 @@ class Reconciler:
     def _cleanup(self, name: str) -> None:
         managed = self.kube.list_secrets(label_selector=_credential_selector(name))
         actions = [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in managed]
+        self.accounts.withdraw(name)
         self.writer.apply(actions, name)
-        for account in self.kube.list_service_accounts():
-            if name in attached_by(account):
-                self._update_service_account(account, name, None)
+        self.view.refresh("serviceaccounts", self.kube.list_service_accounts, self.clock.now(),
+                          self._shared_list_age)
+        self.accounts.detach_everywhere(name)
         self.tokens.delete_stored(name)
         self._forget(name)
         HELD.forget(name)
@@ -294,6 +296,7 @@ class Reconciler:
         self.backoff.forget(name)
         self._full_at.pop(name, None)
         self.served.forget(name)
+        self.accounts.withdraw(name)
         self.reporter.forget(name)
 
     def _mint_failed(
@@ -334,83 +337,6 @@ class Reconciler:
 
 
     # -- ServiceAccounts ------------------------------------------------------------------------------
-
-    def _attach_service_accounts(self, spec: CredentialSpec, targets: list[str], *, full: bool,
-                                 leave: set[str] | frozenset[str] = frozenset()
-                                 ) -> tuple[list[FailedNamespace], int]:
-        """Attach where wanted, detach where not (except in the namespaces to ``leave`` alone): the failures, and
-        how many ServiceAccounts were changed.
-
-        A full pass looks at every ServiceAccount (one LIST); otherwise only the ones the view says need this
-        credential's change are read (and a stale view costs one GET, never a wrong write)."""
-        target_set = set(targets)
-        failed: list[FailedNamespace] = []
-        changed = 0
-        if full:
-            mark = self.view.mark()
-            accounts = self.kube.list_service_accounts()
-            self.view.replace_accounts(accounts, mark)
-        else:
-            accounts = []
-            for namespace, account_name in self.view.accounts_needing(spec, frozenset(targets) | frozenset(leave)):
-                if namespace in leave:
-                    continue
-                try:  # one account that cannot be read costs only itself
-                    found = self.kube.read_namespaced("v1", "serviceaccounts", namespace, account_name)
-                except KubeError as error:
-                    failed.append(FailedNamespace(namespace, _failure_reason(error), f"Could not read ServiceAccount "
-                                                  f"{namespace}/{account_name}: {error.reason or error.status}.",
-                                                  retry_after=error.retry_after))
-                    continue
-                if found:
-                    accounts.append(found)
-        for account in accounts:
-            metadata = account.get("metadata") or {}
-            if metadata.get("namespace") in leave:
-                continue
-            wanted = metadata.get("namespace") in target_set and wants_attachment(
-                spec.service_accounts, metadata.get("name", "")
-            )
-            if not wanted and spec.name not in attached_by(account):
-                continue
-            secret_name = spec.secret_name if wanted else None
-            if attach_update(account, spec.name, secret_name) is None:
-                continue
-            failure = self._update_service_account(account, spec.name, secret_name)
-            if failure is not None:
-                failed.append(failure)
-            else:
-                changed += 1
-        return failed, changed
-
-    def _update_service_account(
-        self, account: Mapping[str, Any], credential: str, secret_name: str | None
-    ) -> FailedNamespace | None:
-        """Read-modify-write guarded by resourceVersion; a concurrent change means read again and retry."""
-        namespace, name = account["metadata"]["namespace"], account["metadata"]["name"]
-        for _ in range(_SA_CONFLICT_RETRIES):
-            updated = attach_update(account, credential, secret_name)
-            if updated is None:
-                return None
-            try:
-                self.view.account_event(self.kube.replace_service_account(updated), deleted=False)
-                return None
-            except KubeError as error:
-                if error.not_found:
-                    return None
-                if not error.conflict:
-                    return FailedNamespace(namespace, _failure_reason(error),
-                                           f"Could not update ServiceAccount {namespace}/{name}: {error.reason}.")
-            try:
-                account = self.kube.read_service_account(namespace, name)
-            except KubeError as reread_error:
-                if reread_error.not_found:
-                    return None
-                return FailedNamespace(namespace, _failure_reason(reread_error),
-                                       f"Could not read ServiceAccount {namespace}/{name}: {reread_error.reason}.",
-                                       retry_after=reread_error.retry_after)
-        return FailedNamespace(namespace, "Conflict",
-                               f"ServiceAccount {namespace}/{name} kept changing under us; will retry.")
 
 
 def _parse_verify_image(spec: CredentialSpec) -> ImageRef | None:

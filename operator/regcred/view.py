@@ -14,11 +14,12 @@ reconciliation threads read.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from regcred.fanout import ATTACHED_ANNOTATION, attach_update, attached_by, wants_attachment
+from regcred.fanout import ATTACHED_ANNOTATION, attach_update, wants_attachment
 from regcred.models import CredentialSpec
 
 
@@ -41,26 +42,38 @@ class AccountInfo:
     name: str
     pull_secrets: tuple[str, ...]  # imagePullSecrets names, in order
     attached: str | None  # the operator's attached-secrets annotation, as found (parsed by fanout only)
+    resource_version: str = ""  # a write from this record is guarded by it (a stale record costs a 409, no more)
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> AccountInfo:
         metadata = body.get("metadata") or {}
-        entries = body.get("imagePullSecrets") or []
-        names = tuple(str(e.get("name")) for e in entries if isinstance(e, Mapping) and e.get("name"))
+        entries = body.get("imagePullSecrets")
+        names = tuple(str(e.get("name")) for e in entries if isinstance(e, Mapping) and e.get("name")) \
+            if isinstance(entries, list) else ()
         raw = (metadata.get("annotations") or {}).get(ATTACHED_ANNOTATION)
+        version = metadata.get("resourceVersion")
         return cls(str(metadata.get("namespace", "")), str(metadata.get("name", "")), names,
-                   raw if isinstance(raw, str) else None)
+                   raw if isinstance(raw, str) else None, version if isinstance(version, str) else "")
 
-    def needs(self, spec: CredentialSpec, served: bool) -> bool:
-        """Whether this credential must change this account (``served``: it serves the account's namespace):
-        the one rule of fanout.attach_update, applied to what the view holds."""
-        wanted = served and wants_attachment(spec.service_accounts, self.name)
-        body = {"metadata": {"name": self.name, "namespace": self.namespace,
+    def body(self) -> dict[str, Any]:
+        """What of the account the attachment rule reads and writes, in the API's shape (for fanout's rule)."""
+        return {"metadata": {"name": self.name, "namespace": self.namespace, "resourceVersion": self.resource_version,
                              "annotations": {ATTACHED_ANNOTATION: self.attached} if self.attached is not None else {}},
                 "imagePullSecrets": [{"name": name} for name in self.pull_secrets]}
-        if not wanted and spec.name not in attached_by(body):
-            return False
-        return attach_update(body, spec.name, spec.secret_name if wanted else None) is not None
+
+    def wanted_secret(self, spec: CredentialSpec, served: bool) -> str | None:
+        """The Secret this credential wants listed on this account (``served``: it serves the namespace)."""
+        return spec.secret_name if served and wants_attachment(spec.service_accounts, self.name) else None
+
+    def needs(self, spec: CredentialSpec, served: bool) -> bool:
+        """Whether this credential must change this account: the one rule of fanout.attach_update, applied to
+        what the view holds."""
+        return self.needs_secret(spec.name, self.wanted_secret(spec, served))
+
+    def needs_secret(self, credential: str, secret_name: str | None) -> bool:
+        if secret_name is None and self.attached is None:
+            return False  # nothing of ours on it, nothing wanted: the common case, without parsing
+        return attach_update(self.body(), credential, secret_name) is not None
 
 
 def selected(spec: CredentialSpec, namespace: NamespaceInfo, served_namespaces: tuple[str, ...]) -> bool:
@@ -80,6 +93,9 @@ class ClusterView:
         self._sequence = 0
         self._namespace_seen: dict[str, int] = {}
         self._account_seen: dict[tuple[str, str], int] = {}
+        # When the last full LIST of each started: one LIST serves every credential's full pass for a while.
+        self._listed_at: dict[str, datetime.datetime] = {}
+        self._list_locks = {"namespaces": threading.Lock(), "serviceaccounts": threading.Lock()}
 
     # -- fed by watch events, and by the full LISTs of resyncs ------------------------------------------------
 
@@ -114,7 +130,7 @@ class ClusterView:
 
     def replace_namespaces(self, items: Iterable[Mapping[str, Any]], mark: int) -> None:
         """A full LIST of namespaces, started at ``mark``: it replaces what no later event has told."""
-        listed = {info.name: info for info in map(NamespaceInfo.of, items)}
+        listed = {info.name: info for info in map(NamespaceInfo.of, items)}  # page by page: never all bodies
         with self._lock:
             _replace(self._namespaces, listed, self._namespace_seen, mark)
 
@@ -123,11 +139,39 @@ class ClusterView:
         with self._lock:
             _replace(self._accounts, listed, self._account_seen, mark)
 
+    def refresh(self, kind: str, lister: Callable[[], Iterable[Mapping[str, Any]]], now: datetime.datetime,
+                max_age: datetime.timedelta) -> bool:
+        """Replace ``kind`` ("namespaces" or "serviceaccounts") from a full LIST, unless a LIST that started
+        within ``max_age`` already did (watch events have kept the view current since). One LIST at a time:
+        credentials whose full passes come together wait for it and share it, instead of each holding every
+        object decoded at once. True when this call LISTed."""
+        replace = self.replace_namespaces if kind == "namespaces" else self.replace_accounts
+        with self._list_locks[kind]:
+            with self._lock:
+                listed_at = self._listed_at.get(kind)
+            if listed_at is not None and now - max_age < listed_at <= now:
+                return False
+            mark = self.mark()
+            replace(lister(), mark)
+            with self._lock:
+                self._listed_at[kind] = now
+            return True
+
     # -- read by reconciliations ---------------------------------------------------------------------------------
 
     def namespaces(self) -> list[NamespaceInfo]:
         with self._lock:
             return list(self._namespaces.values())
+
+    def account(self, namespace: str, name: str) -> AccountInfo | None:
+        with self._lock:
+            return self._accounts.get((namespace, name))
+
+    def accounts_attached_to(self, credential: str) -> list[AccountInfo]:
+        """The accounts carrying an entry of this credential, as far as the view knows."""
+        with self._lock:
+            accounts = list(self._accounts.values())
+        return [a for a in accounts if a.attached is not None and a.needs_secret(credential, None)]
 
     def accounts_needing(self, spec: CredentialSpec, targets: frozenset[str]) -> list[tuple[str, str]]:
         """(namespace, name) of the ServiceAccounts this credential must change, as far as the view knows."""
@@ -142,6 +186,7 @@ class ClusterView:
             self._accounts.clear()
             self._namespace_seen.clear()
             self._account_seen.clear()
+            self._listed_at.clear()
 
 
 def _replace(known: dict[Any, Any], listed: Mapping[Any, Any], seen: dict[Any, int], mark: int) -> None:

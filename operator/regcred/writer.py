@@ -10,7 +10,7 @@ import concurrent.futures
 import datetime
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, metrics
 from regcred import dockerconfig as dc
@@ -41,16 +41,22 @@ def failure_reason(error: KubeError) -> str:
 class SecretWriter:
     def __init__(self, kube: KubeApi, settings: Settings) -> None:
         self.kube = kube
-        self._pool = concurrent.futures.ThreadPoolExecutor(settings.write_concurrency, "regcred-write")
+        self.pool = concurrent.futures.ThreadPoolExecutor(settings.write_concurrency, "regcred-write")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def apply(self, actions: Sequence[SecretAction], credential: str, desired: SecretContent | None = None
-              ) -> list[FailedNamespace]:
-        """Run the actions on the write pool: the namespaces whose write failed (the others are done)."""
-        return [f for f in self._pool.map(lambda action: self._apply(action, credential, desired), actions)
-                if f is not None]
+    def apply(self, actions: Sequence[SecretAction], credential: str, desired: SecretContent | None = None, *,
+              done: Callable[[SecretAction], None] | None = None) -> list[FailedNamespace]:
+        """Run the actions on the write pool: the namespaces whose write failed (the others are done). ``done`` is
+        called with each action as soon as it succeeded (from a pool thread)."""
+        def run(action: SecretAction) -> FailedNamespace | None:
+            failure = self._apply(action, credential, desired)
+            if failure is None and done is not None:
+                done(action)
+            return failure
+
+        return [f for f in self.pool.map(run, actions) if f is not None]
 
     def _apply(self, action: SecretAction, credential: str, desired: SecretContent | None = None
                ) -> FailedNamespace | None:

@@ -46,7 +46,11 @@ NS = "shop"
 WATCHED = ("shop", "web", "legacy", "new-team")
 
 # Rules a real cluster needs that the emulated scenarios cannot exercise. Keep this short; each says why.
-NOT_EXERCISED: dict[tuple[str, str, str], str] = {}
+NOT_EXERCISED: dict[tuple[str, str, str], str] = {
+    # ServiceAccounts are written from what the watch told (regcred/accounts.py); one is read only when that
+    # was stale (409 Conflict), a race the scenarios do not provoke (tests/test_accounts.py does).
+    ("", "serviceaccounts", "get"): "read again after a 409 Conflict",
+}
 
 Triple = tuple[str, str, str]
 
@@ -331,7 +335,7 @@ def test_remediation_off_rules_are_what_the_scenarios_used_without_remediation(
                         ("", "events", "list")}  # a stuck pod's Failed Events
     }
     assert needed <= off, f"missing without remediation: {sorted(needed - off)}"
-    assert off <= set(used(operator_requests))
+    assert off - set(NOT_EXERCISED) <= set(used(operator_requests))
 
 
 def test_namespaces_mode_splits_the_rules_into_cluster_and_namespace_scopes() -> None:

@@ -175,14 +175,13 @@ def test_the_policy_confines_the_operators_writes_and_no_one_elses(control_plane
     operator.request("DELETE", f"{SECRETS}/managed")
 
     # ServiceAccounts: imagePullSecrets and regcred.dev/ annotations only.
-    account = operator.request("GET", ACCOUNT)
-    account["imagePullSecrets"] = [{"name": "pull"}]
-    account["metadata"]["annotations"] = {f"{GROUP}/attached-secrets": '{"private": "pull"}'}
-    account = operator.request("PUT", ACCOUNT, body=account)
-    denied(lambda: operator.request("PUT", ACCOUNT, body={**account, "automountServiceAccountToken": False}))
-    denied(lambda: operator.request("PUT", ACCOUNT, body={**account, "secrets": [{"name": "pull"}]}))
-    denied(lambda: operator.request("PUT", ACCOUNT, body={
-        **account, "metadata": {**account["metadata"], "labels": {"team": "other"}}}))
+    # (merge patches guarded by the resourceVersion, as regcred/accounts.py writes them)
+    version = operator.request("GET", ACCOUNT)["metadata"]["resourceVersion"]
+    patch(operator, ACCOUNT, {"metadata": {"resourceVersion": version, "annotations": {
+        f"{GROUP}/attached-secrets": '{"private": "pull"}'}}, "imagePullSecrets": [{"name": "pull"}]})
+    denied(lambda: patch(operator, ACCOUNT, {"automountServiceAccountToken": False}))
+    denied(lambda: patch(operator, ACCOUNT, {"secrets": [{"name": "pull"}]}))
+    denied(lambda: patch(operator, ACCOUNT, {"metadata": {"labels": {"team": "other"}}}))
 
     # Workloads: regcred.dev/ annotations of the pod template and of the workload itself, as remediation
     # writes them (regcred/workloads.py rollout_patch, record_patch).

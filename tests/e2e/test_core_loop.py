@@ -264,7 +264,7 @@ def test_a_namespace_costs_only_the_credentials_that_select_it(shop: Cluster, op
     secrets_lists = [r for r in requests if r[:2] == ("list", "secrets")]
     assert len(secrets_lists) <= 2, requests  # hub's pass (twice at most: the namespace, then its account)
     assert ("create", "secrets", "shop-c") in {r[:3] for r in requests}  # (an audit log also names it)
-    assert ("update", "serviceaccounts", "shop-c", "default") in requests
+    assert ("patch", "serviceaccounts", "shop-c", "default") in requests
 
 
 def test_gitops_tools_see_their_spec_untouched(shop: Cluster, operator: OperatorFactory) -> None:
@@ -284,3 +284,20 @@ def test_gitops_tools_see_their_spec_untouched(shop: Cluster, operator: Operator
     owned = {key for key in credential["metadata"].get("annotations", {})}
     assert all(key.startswith("regcred.dev/") for key in owned)
     assert credential["metadata"]["finalizers"] == ["regcred.dev/cleanup"]
+
+
+def test_a_service_account_patch_from_a_stale_view_is_refused_not_applied(shop: Cluster) -> None:
+    """What regcred/accounts.py relies on, on both servers: a merge patch that names the resourceVersion it was
+    computed from is refused (409) once the account changed, so a person's entry is never overwritten."""
+    from regcred.kube import KubeApi, KubeError
+
+    kube = KubeApi(shop.client)
+    seen = kube.read_service_account("shop-a", "default")["metadata"]["resourceVersion"]
+    kube.patch_service_account("shop-a", "default", {"imagePullSecrets": [{"name": "mine"}]})  # a person
+
+    with pytest.raises(KubeError) as refused:
+        kube.patch_service_account("shop-a", "default", {"metadata": {"resourceVersion": seen},
+                                                         "imagePullSecrets": [{"name": "hub-pull"}]})
+
+    assert refused.value.conflict
+    assert shop.pull_secrets("shop-a") == ["mine"]

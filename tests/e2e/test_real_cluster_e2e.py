@@ -180,7 +180,7 @@ def only_cleanup(writes: list[tuple[str, str, int]]) -> None:
     """Writes into a terminating namespace: at most the operator's own clean-up (its Secret deleted, its entry
     taken off the ServiceAccount), each done once; never a create; nothing refused but the races with the
     namespace controller (404 gone already, 409 changed under us)."""
-    assert {(verb, resource) for verb, resource, _ in writes} <= {("delete", "secrets"), ("update", "serviceaccounts")}
+    assert {(verb, resource) for verb, resource, _ in writes} <= {("delete", "secrets"), ("patch", "serviceaccounts")}
     done = [(verb, resource) for verb, resource, status in writes if status < 400]
     assert len(done) == len(set(done)), writes
     assert all(status < 400 or status in (404, 409) for _, _, status in writes), writes

@@ -46,11 +46,11 @@ by tests/deploy/test_rbac.py against the requests the operator really makes. No 
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
-# Application: ServiceAccounts get the pull secret in imagePullSecrets (a resourceVersion-guarded
-# update: the list has no merge key); new ones are watched.
+# Application: ServiceAccounts get the pull secret in imagePullSecrets (a merge patch guarded by the
+# resourceVersion: the list has no merge key); new ones are watched.
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, list, watch, update]
+  verbs: [get, list, watch, patch]
 # Application: Events on credentials and on the workloads that were remediated or explained.
 - apiGroups: [""]
   resources: [events]

@@ -79,7 +79,7 @@ def test_a_tenth_of_the_requests_failing_costs_no_extra_write(cluster: Cluster, 
     cluster.apply_credential(CREDENTIAL, chaos_spec())
     eventually(lambda: exact_state(cluster, selected), timeout=60, interval=0.5)
     time.sleep(2)  # a write still in flight, or a retry that found nothing left to do, would show now
-    assert successful_writes(cluster) == {("POST", "secrets"): 200, ("PUT", "serviceaccounts"): 200}
+    assert successful_writes(cluster) == {("POST", "secrets"): 200, ("PATCH", "serviceaccounts"): 200}
     assert chaos.failed >= 40 and failed_requests(cluster) >= 40, "the faults did happen"
     assert {0, 409, 429, 500} <= {r.status for r in emulated(cluster).requests if r.user_agent == USER_AGENT}
 
@@ -104,6 +104,6 @@ def test_a_tenth_of_the_requests_failing_costs_no_extra_write(cluster: Cluster, 
     assert successful_writes(cluster) == {
         ("POST", "secrets"): len(added) + len(deleted),
         ("DELETE", "secrets"): len(relabelled),
-        ("PUT", "serviceaccounts"): len(added) + len(relabelled) + len(edited),
+        ("PATCH", "serviceaccounts"): len(added) + len(relabelled) + len(edited),
     }
     assert failed_requests(cluster) > 0

@@ -138,7 +138,7 @@ def test_killed_during_a_fan_out_it_converges_with_one_mint(
     creates = collections.Counter(r.namespace for r in operator_writes(ghcr, "POST", "secrets")
                                   if r.namespace != "regcred-system")
     assert creates == dict.fromkeys(namespaces, 1)
-    assert collections.Counter(r.namespace for r in operator_writes(ghcr, "PUT", "serviceaccounts")) == \
+    assert collections.Counter(r.namespace for r in operator_writes(ghcr, "PATCH", "serviceaccounts")) == \
         dict.fromkeys(namespaces, 1)
 
 

@@ -10,8 +10,10 @@ token lasts about 3 hours; its own ``exp`` claim is its expiry, and the reconcil
 thirds of it.
 
 Every failure becomes a :class:`ProviderError` whose reason says what kind of failure it is and whose
-message says what to fix, with the HTTP status and at most an Entra ID error code (``AADSTS70021``): never
-a response body, which may echo a token or an assertion.
+message says what to fix, with the HTTP status and at most an error code that matches its pattern (Entra
+ID's ``AADSTS70021``, ACR's ``UNAUTHORIZED``): never a response body nor azure-identity's text, which may
+quote one, so that no token, assertion or secret can reach a message (there is nothing for regcred.redact
+to scrub).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import logging
 import os
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, cast
 
 import requests
@@ -32,6 +34,7 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import (
     CertificateCredential,
     ClientSecretCredential,
+    CredentialUnavailableError,
     ManagedIdentityCredential,
     WorkloadIdentityCredential,
 )
@@ -39,7 +42,6 @@ from google.auth import jwt as google_jwt
 
 from regcred.models import AcrSpec, SecretRef
 from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
-from regcred.redact import redact
 
 logger = logging.getLogger(__name__)
 
@@ -118,16 +120,14 @@ class AcrProvider:
         return None  # nothing a person must do about it
 
     def mint(self, read_secret: SecretReader) -> Token:
-        secrets: list[str] = []  # every credential value in play, scrubbed from whatever is shown
         transport = _RecordingTransport(connection_timeout=REQUEST_TIMEOUT[0], read_timeout=REQUEST_TIMEOUT[1])
-        credential, identity = self._credential(read_secret, secrets, transport)
-        access_token = self._access_token(credential, identity, secrets, transport)
-        secrets.append(access_token)
+        credential, identity = self._credential(read_secret, transport)
+        access_token = self._access_token(credential, identity, transport)
         if self._session is not None:
-            refresh_token, expires_at = self._exchange(self._session, access_token, identity, secrets)
+            refresh_token, expires_at = self._exchange(self._session, access_token, identity)
         else:
             with requests.Session() as session:
-                refresh_token, expires_at = self._exchange(session, access_token, identity, secrets)
+                refresh_token, expires_at = self._exchange(session, access_token, identity)
         logger.debug("Minted an ACR refresh token for %s as %s, expiring at %s.", self.spec.registry,
                      identity.who, expires_at.isoformat())
         return Token(hosts=(self.spec.registry,), username=ACR_USERNAME, password=refresh_token,
@@ -143,12 +143,11 @@ class AcrProvider:
         # (MSAL would otherwise ask login.microsoftonline.com whether it is valid).
         return {**options, "authority": self.authority_host, "disable_instance_discovery": True}
 
-    def _credential(self, read_secret: SecretReader, secrets: list[str],
-                    transport: RequestsTransport) -> tuple[TokenCredential, _Identity]:
+    def _credential(self, read_secret: SecretReader, transport: RequestsTransport) -> tuple[TokenCredential, _Identity]:
         spec = self.spec
         try:
             if spec.identity == "ServicePrincipal":
-                return self._service_principal(read_secret, secrets, transport)
+                return self._service_principal(read_secret, transport)
             if spec.identity == "ManagedIdentity":
                 who = (f"the user-assigned managed identity {spec.client_id}" if spec.client_id
                        else "the system-assigned managed identity")
@@ -190,7 +189,7 @@ class AcrProvider:
             f"check that {client} has a federated credential for the operator's ServiceAccount (issuer: the "
             "cluster's OIDC issuer URL, subject system:serviceaccount:<namespace>:<name>)")
 
-    def _service_principal(self, read_secret: SecretReader, secrets: list[str],
+    def _service_principal(self, read_secret: SecretReader,
                            transport: RequestsTransport) -> tuple[TokenCredential, _Identity]:
         spec = self.spec
         ref = spec.credentials_secret_ref
@@ -207,14 +206,12 @@ class AcrProvider:
         who = f"the service principal {spec.client_id} (tenant {spec.tenant_id}, Secret {ref})"
         if client_secret is not None:
             value = _secret_text(client_secret, ref, CLIENT_SECRET_KEY)
-            secrets.append(value)
             credential: TokenCredential = ClientSecretCredential(spec.tenant_id, spec.client_id, value,
                                                                  **self._options(transport))
             return credential, _Identity(who, spec.tenant_id,
                                          f"the client secret in Secret {ref} may be expired, deleted or the "
                                          "secret's ID instead of its value")
         assert certificate is not None
-        secrets.append(certificate.decode("utf-8", "replace"))
         if b"ENCRYPTED" in certificate:
             raise InvalidSourceSecret(f"The private key in Secret {ref} (key {CERTIFICATE_KEY}) is encrypted; "
                                       "store it unencrypted.")
@@ -224,12 +221,11 @@ class AcrProvider:
                                      f"the certificate in Secret {ref} may be expired or not uploaded to the "
                                      "app registration")
 
-    def _access_token(self, credential: TokenCredential, identity: _Identity, secrets: list[str],
-                      transport: _RecordingTransport) -> str:
+    def _access_token(self, credential: TokenCredential, identity: _Identity, transport: _RecordingTransport) -> str:
         try:
             token = credential.get_token(self.spec.scope).token
         except (ServiceRequestError, ServiceResponseError, ClientAuthenticationError) as error:
-            raise _entra_error(error, identity, secrets, transport) from None
+            raise _entra_error(error, identity, transport) from None
         except OSError as error:
             raise ProviderError(
                 f"The federated token file of {identity.who} cannot be read ({type(error).__name__}); check the "
@@ -255,8 +251,8 @@ class AcrProvider:
 
     # -- the exchange ------------------------------------------------------------------------------------
 
-    def _exchange(self, session: requests.Session, access_token: str, identity: _Identity,
-                  secrets: list[str]) -> tuple[str, datetime.datetime]:
+    def _exchange(self, session: requests.Session, access_token: str,
+                  identity: _Identity) -> tuple[str, datetime.datetime]:
         registry = self.spec.registry
         url = f"{self.exchange_base}/oauth2/exchange"
         host = urllib.parse.urlsplit(url).netloc
@@ -399,8 +395,9 @@ class _RecordingTransport(RequestsTransport):  # type: ignore[misc]  # azure-cor
         return response
 
 
-def _entra_error(error: AzureError, identity: _Identity, secrets: Iterable[str],
-                 transport: _RecordingTransport) -> ProviderError:
+def _entra_error(error: AzureError, identity: _Identity, transport: _RecordingTransport) -> ProviderError:
+    """What went wrong, with the HTTP status and the first AADSTS code in azure-identity's text: never the rest
+    of that text, which quotes Entra ID's or the metadata service's answer."""
     status = transport.last_status
     codes = _AADSTS.findall(str(error.message or error)[:8192])
     says = ", ".join(filter(None, [f"HTTP {status}" if status else None, codes[0] if codes else None])) or "no details"
@@ -415,9 +412,10 @@ def _entra_error(error: AzureError, identity: _Identity, secrets: Iterable[str],
             f"Microsoft Entra ID is throttling or failing for {identity.who} ({says}); the operator will retry.",
             reason=REASON_UNAVAILABLE, retryable=True,
         )
-    if type(error).__name__ == "CredentialUnavailableError":
+    if isinstance(error, CredentialUnavailableError):  # azure-identity's own text may quote the answer
         return ProviderError(
-            f"No Azure credential is available for {identity.who} ({_first_line(error, secrets)}).",
+            f"{identity.who[:1].upper()}{identity.who[1:]} is not available to the operator ({says}); "
+            f"{identity.if_rejected}.",
             reason=REASON_CREDENTIALS_MISSING, retryable=True,
         )
     return ProviderError(
@@ -443,10 +441,3 @@ def _secret_text(raw: bytes, ref: SecretRef, key: str) -> str:
         raise InvalidSourceSecret(f"The value of key {key} in Secret {ref} is empty or has spaces or line breaks; "
                                   "store the client secret's value alone.")
     return text
-
-
-def _first_line(error: BaseException, secrets: Iterable[str] = ()) -> str:
-    """The first line of a library's text, scrubbed of the secrets in play, then shortened."""
-    text = str(error).strip()
-    line = text.splitlines()[0].strip().rstrip(".") if text else type(error).__name__
-    return redact(line, secrets, limit=200) or "no details"

@@ -108,6 +108,8 @@ class AcrProvider:
         https://login.microsoftonline.com), for sovereign clouds and tests. ``exchange_url``: the base URL the
         exchange is sent to instead of ``https://<registry>`` (an egress proxy; tests). ``environ``: where the
         workload identity webhook's ``AZURE_*`` variables are read (default: the process environment).
+        ``session``: the HTTP session of every request, azure-identity's and the exchange (tests; default: one
+        per mint).
         """
         self.spec = spec
         self.authority_host = authority_host.rstrip("/") if authority_host else None
@@ -120,7 +122,8 @@ class AcrProvider:
         return None  # nothing a person must do about it
 
     def mint(self, read_secret: SecretReader) -> Token:
-        transport = _RecordingTransport(connection_timeout=REQUEST_TIMEOUT[0], read_timeout=REQUEST_TIMEOUT[1])
+        transport = _RecordingTransport(session=self._session, session_owner=self._session is None,
+                                        connection_timeout=REQUEST_TIMEOUT[0], read_timeout=REQUEST_TIMEOUT[1])
         credential, identity = self._credential(read_secret, transport)
         access_token = self._access_token(credential, identity, transport)
         if self._session is not None:
@@ -232,9 +235,9 @@ class AcrProvider:
                 "AZURE_FEDERATED_TOKEN_FILE the workload identity webhook sets.",
                 reason=REASON_CREDENTIALS_MISSING, retryable=True,
             ) from None
-        except (AzureError, ValueError, TypeError, KeyError, AttributeError) as error:
-            # An answer that is not the JSON azure-identity expects: only its type is said, as the text may
-            # quote the answer.
+        except (AzureError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+            # An answer that is not the JSON azure-identity expects (or nested too deep to read): only its type
+            # is said, as the text may quote the answer.
             raise ProviderError(
                 f"Microsoft Entra ID answered {identity.who} with a response the operator cannot use "
                 f"({type(error).__name__}); the operator will retry.",

@@ -105,6 +105,31 @@ def test_an_acr_credential_fans_out_with_its_real_expiry_and_is_refreshed(
     assert CLIENT_SECRET not in str(acr.credential("acr")["status"])
 
 
+def test_workload_identity_from_the_webhooks_environment_is_the_default(
+    acr: Cluster, operator: OperatorFactory, azure: FakeAzure, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the AKS webhook puts in the operator's pod: the identity, and its projected ServiceAccount token.
+    federated = "eyJhbGciOiJSUzI1NiJ9.e2e-projected-service-account-token.c2ln"
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(federated)
+    other = "a0b1c2d3-e4f5-4a6b-8c7d-9e0f1a2b3c4d"
+    azure.apps[other] = App(tenant=TENANT, federated_token=federated)
+    monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
+    monkeypatch.setenv("AZURE_CLIENT_ID", other)
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    operator.start(settings=settings_for(azure))
+    acr.apply_credential("acr", {**acr_spec(), "provider": {"acr": {"registry": REGISTRY}}})
+
+    eventually(lambda: _equal(acr.condition("acr")["status"], "True"))
+    assert acr.dockerconfig("web", "acr-pull")["auths"][REGISTRY]["password"] == azure.refresh_tokens[-1]
+    assert azure.issued[azure.exchanges()[-1].form["access_token"]].client == other
+    assert federated not in str(acr.credential("acr")["status"])
+
+
+def _equal(actual: object, expected: object) -> None:
+    assert actual == expected
+
+
 def test_a_refused_exchange_is_reported_and_writes_nothing(
     acr: Cluster, operator: OperatorFactory, azure: FakeAzure
 ) -> None:

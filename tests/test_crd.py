@@ -26,7 +26,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "registrycredentials.regcred.dev.yaml"
 EXAMPLES_DIR = ROOT / "examples"
-EXAMPLE_NAMES = ["static-dockerhub.yaml", "ecr.yaml", "ecr-public.yaml", "ghcr-pat.yaml", "ghcr-app.yaml", "gar.yaml"]
+EXAMPLE_NAMES = ["static-dockerhub.yaml", "ecr.yaml", "ecr-public.yaml", "ghcr-pat.yaml", "ghcr-app.yaml", "gar.yaml",
+                 "acr-workload-identity.yaml", "acr-service-principal.yaml"]
 
 JUNCTORS = ("allOf", "anyOf", "oneOf", "not")
 # The keywords apiextensions.k8s.io/v1 accepts in a structural schema (JSONSchemaProps minus
@@ -247,6 +248,8 @@ BASE: dict[str, Any] = {
 
 STATIC = {"registry": "docker.io", "secretRef": {"namespace": "regcred-system", "name": "hub"}}
 TOKEN_REF = {"namespace": "regcred-system", "name": "ghcr-pat"}
+ACR_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+ACR_CLIENT = "3f1c2b9a-6d4e-4c1f-9a0b-2e8d7c6b5a41"
 APP = {
     "appId": 1,
     "installationId": 2,
@@ -321,6 +324,18 @@ INVALID = [
     ("gar impersonating a user",
      {"spec.provider": {"gar": {"registries": ["gcr.io"], "impersonateServiceAccount": "me@gmail.com"}}},
      "spec.provider.gar.impersonateServiceAccount", "pattern"),
+    ("acr registry that is not a login server", {"spec.provider": {"acr": {"registry": "myregistry.azurecr.com"}}},
+     "spec.provider.acr.registry", "pattern"),
+    ("acr with two identities",
+     {"spec.provider": {"acr": {"registry": "myregistry.azurecr.io", "workloadIdentity": {}, "managedIdentity": {}}}},
+     "spec.provider.acr", "not"),
+    ("acr service principal without secretRef",
+     {"spec.provider": {"acr": {"registry": "myregistry.azurecr.io",
+                                "servicePrincipal": {"tenantId": ACR_TENANT, "clientId": ACR_CLIENT}}}},
+     "spec.provider.acr.servicePrincipal", "required"),
+    ("acr client id that is not a GUID",
+     {"spec.provider": {"acr": {"registry": "myregistry.azurecr.io", "managedIdentity": {"clientId": "puller"}}}},
+     "spec.provider.acr.managedIdentity.clientId", "pattern"),
     ("bad remediation strategy", {"spec.remediation.strategy": "Restart"}, "spec.remediation.strategy", "enum"),
     ("selector expression with bad operator", {"spec.namespaces.selector.matchExpressions.0.operator": "Equals"},
      "spec.namespaces.selector.matchExpressions.0.operator", "enum"),
@@ -370,6 +385,14 @@ VALID_PROVIDERS: list[tuple[str, dict[str, Any]]] = [
     ("ghcr-app", {"ghcr": {"app": APP}}),
     ("ghcr-app-username", {"ghcr": {"username": "bot", "app": APP}}),
     ("gar", {"gar": {"registries": ["us-central1-docker.pkg.dev", "eu.gcr.io"]}}),
+    ("acr-workload-identity-from-the-environment", {"acr": {"registry": "myregistry.azurecr.io"}}),
+    ("acr-workload-identity", {"acr": {"registry": "myregistry-abc123def456ghij.azurecr.io", "workloadIdentity": {
+        "tenantId": ACR_TENANT, "clientId": ACR_CLIENT}}}),
+    ("acr-service-principal", {"acr": {"registry": "contosogov.azurecr.us", "servicePrincipal": {
+        "tenantId": "contoso.onmicrosoft.com", "clientId": ACR_CLIENT,
+        "secretRef": {"namespace": "ops", "name": "acr-sp"}}}}),
+    ("acr-managed-identity-arm-scope", {"acr": {"registry": "contoso.azurecr.cn", "managedIdentity": {},
+                                                "scope": "https://management.chinacloudapi.cn/.default"}}),
 ]  # fmt: skip
 GO_DURATIONS = ["30m", "1h30m", "90s", "1.5h", "500ms", "2h0m0s"]
 SERVICE_ACCOUNT_FORMS = [["default"], ["*"], [], ["default", "builder"]]
@@ -516,6 +539,7 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
         "spec.provider",
         "spec.provider.ecr",
         "spec.provider.ghcr",
+        "spec.provider.acr",
         "spec.namespaces",
         "spec.namespaces.selector.matchExpressions[]",
         "spec.serviceAccounts",
@@ -525,7 +549,9 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
     assert "metadata.name" in rules[""][0]
     assert rules["spec.refresh.beforeExpiry"] == rules["spec.remediation.cooldown"] == [
         "duration(self) <= duration('8760h')"]
-    assert all(f"has(self.{p})" in rules["spec.provider"][0] for p in ("ecr", "ghcr", "gar", "static"))
+    assert all(f"has(self.{p})" in rules["spec.provider"][0] for p in ("ecr", "ghcr", "gar", "acr", "static"))
+    assert all(f"has(self.{p})" in rules["spec.provider.acr"][0]
+               for p in ("workloadIdentity", "servicePrincipal", "managedIdentity"))
     assert any("tokenSecretRef" in r and "app" in r for r in rules["spec.provider.ghcr"])
     assert any("username" in r for r in rules["spec.provider.ghcr"])
     assert any("region" in r and "public" in r for r in rules["spec.provider.ecr"])

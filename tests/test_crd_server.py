@@ -222,6 +222,7 @@ def test_every_declared_default_is_applied_by_the_server(server: Server, schema:
         "ghcr-app": {"ghcr": {"app": APP}},
         "ghcr-pat": {"ghcr": {"username": "bot", "tokenSecretRef": TOKEN_REF}},
         "gar-key": {"gar": {"registries": ["gcr.io"], "credentialsSecretRef": {"namespace": "ops", "name": "gcp"}}},
+        "acr": {"acr": {"registry": "myregistry.azurecr.io"}},
     }
     applied: set[str] = set()
     for key, provider in providers.items():
@@ -287,6 +288,8 @@ def expected_causes(error: jsonschema.ValidationError) -> list[tuple[str, str, s
             reason, text = "FieldValueInvalid", f'"{field}" must validate at least one schema (anyOf)'
         case "oneOf":
             reason, text = "FieldValueInvalid", f'"{field}" must validate one and only one schema (oneOf)'
+        case "not":
+            reason, text = "FieldValueInvalid", f'"{field}" must not validate the schema (not)'
         case other:
             raise AssertionError(f"teach this test how the server words {other}")
     return [(reason, field, text)]
@@ -343,7 +346,7 @@ SERVER_ONLY = [
      "spec.remediation.cooldown", "must be at most 8760h (a year)"),
     # An unknown provider is pruned, which leaves none: jsonschema counts it as the one provider.
     ("unknown provider", {"spec.provider": {"quay": {"registry": "quay.io"}}},
-     "spec.provider", "spec.provider must set exactly one of ecr, ghcr, gar or static."),
+     "spec.provider", "spec.provider must set exactly one of ecr, ghcr, gar, acr or static."),
 ]  # fmt: skip
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from regcred.models import (
     DOCKER_HUB_HOST,
+    AcrSpec,
     EcrSpec,
     SecretRef,
     SpecError,
@@ -118,7 +119,7 @@ def test_ecr_public_mints_in_us_east_1_with_the_usual_aws_credentials(region: di
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"provider": {}}, "exactly one of static, ecr, ghcr or gar"),
+        ({"provider": {}}, "exactly one of static, ecr, ghcr, gar or acr"),
         ({"provider": {**STATIC, "ecr": {"region": "eu-west-1"}}}, "exactly one of"),
         ({"secretName": "Bad_Name"}, "not a valid Secret name"),
         ({"secretName": None}, "spec.secretName is required"),
@@ -141,8 +142,33 @@ def test_ecr_public_mints_in_us_east_1_with_the_usual_aws_credentials(region: di
         ({"provider": {"ghcr": {"app": {"appId": 1, "installationId": 2, "apiUrl": "http://[",
                                         "privateKeySecretRef": {"namespace": "a", "name": "b"}}}}},
          r"app.apiUrl must be an http\(s\) URL"),
+        ({"provider": {"acr": {"registry": "https://myregistry.azurecr.io"}}},
+         "registry must be the registry's login server, such as myregistry.azurecr.io"),
+        ({"provider": {"acr": {"registry": "myregistry.azurecr.io", "workloadIdentity": {}, "managedIdentity": {}}}},
+         "at most one of workloadIdentity, servicePrincipal or managedIdentity"),
+        ({"provider": {"acr": {"registry": "myregistry.azurecr.io", "servicePrincipal": {"tenantId": "t"}}}},
+         "servicePrincipal needs tenantId, clientId and secretRef"),
+        ({"provider": {"acr": {"registry": "myregistry.azurecr.io", "scope": "https://management.azure.com/"}}},
+         "scope must be an Entra ID scope"),
     ],
 )
 def test_invalid_specs_say_what_to_fix(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         parse_credential("shop", spec(**overrides))
+
+
+def test_acr_defaults_to_workload_identity_and_the_acr_audience() -> None:
+    parsed = parse_credential("shop", spec(provider={"acr": {"registry": "MyRegistry.azurecr.io"}}))
+    assert parsed.provider == AcrSpec(registry="myregistry.azurecr.io", identity="WorkloadIdentity",
+                                      scope="https://containerregistry.azure.net/.default")
+    assert parsed.provider_name == "acr"
+    assert parsed.source_secrets == frozenset()
+
+
+def test_an_acr_service_principal_reads_its_secret() -> None:
+    parsed = parse_credential("shop", spec(provider={"acr": {"registry": "contoso.azurecr.us", "servicePrincipal": {
+        "tenantId": "contoso.onmicrosoft.com", "clientId": "3f1c2b9a-6d4e-4c1f-9a0b-2e8d7c6b5a41",
+        "secretRef": {"namespace": "ops", "name": "acr-sp"}}}}))
+    assert isinstance(parsed.provider, AcrSpec)
+    assert (parsed.provider.identity, parsed.provider.tenant_id) == ("ServicePrincipal", "contoso.onmicrosoft.com")
+    assert parsed.source_secrets == frozenset({("ops", "acr-sp")})

@@ -39,6 +39,8 @@ RUN_ENVIRONMENT = (
     ("REGCRED_GOOGLE_IAM_ENDPOINT_URL", "Google's IAM credentials API"),
     ("REGCRED_GOOGLE_STS_ENDPOINT_URL", "Google's token-exchange (STS) URL"),
     ("REGCRED_GOOGLE_CREDENTIAL_SOURCES", "allowed subject-token sources of workload identity federation"),
+    ("REGCRED_AZURE_AUTHORITY_HOST", "the Microsoft Entra ID authority of acr credentials"),
+    ("REGCRED_ACR_EXCHANGE_URL", "base URL of ACR's token exchange instead of https://<registry>"),
 )
 
 

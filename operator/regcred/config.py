@@ -51,6 +51,11 @@ class Settings:
     # Where a workload identity federation configuration from a Secret may take its subject token from: file
     # paths, http(s) URL prefixes, "azure", "aws", or "none" (None: the gar provider's documented defaults).
     google_credential_sources: tuple[str, ...] | None = None
+    # The Microsoft Entra ID authority of acr credentials (default: azure-identity's, AZURE_AUTHORITY_HOST or
+    # https://login.microsoftonline.com): sovereign clouds; tests. And the base URL ACR's token exchange is sent
+    # to instead of https://<registry> (an egress proxy; tests).
+    azure_authority_host: str | None = None
+    acr_exchange_url: str | None = None
     # Registries probed over plain HTTP by spec.verify (a self-hosted registry without TLS; tests).
     insecure_registries: frozenset[str] = frozenset()
     # Hosts (``host`` or ``host:port``) trusted as the token service of any registry, beyond the registry's
@@ -128,6 +133,8 @@ class Settings:
             google_credential_sources=tuple(
                 entry.strip() for entry in env["REGCRED_GOOGLE_CREDENTIAL_SOURCES"].split(",") if entry.strip()
             ) if env.get("REGCRED_GOOGLE_CREDENTIAL_SOURCES", "").strip() else None,
+            azure_authority_host=env.get("REGCRED_AZURE_AUTHORITY_HOST") or None,
+            acr_exchange_url=env.get("REGCRED_ACR_EXCHANGE_URL") or None,
             insecure_registries=frozenset(h.strip() for h in env.get("REGCRED_INSECURE_REGISTRIES", "").split(",")
                                           if h.strip()),
             token_realm_hosts=frozenset(h.strip().lower() for h in env.get("REGCRED_TOKEN_REALM_HOSTS", "").split(",")

@@ -32,6 +32,8 @@ QUIET_LOGGERS: tuple[str, ...] = (
     "oauthlib",
     "google",  # google.auth, google.oauth2, google.auth.transport.requests
     "google_auth_httplib2",
+    "azure",  # azure.identity, azure.core's HTTP logging policy (bodies with logging_enable)
+    "msal",
     "kubernetes",  # kubernetes.client.rest logs every response body at DEBUG
     "aiohttp",
     "httpx",
@@ -106,9 +108,10 @@ def redact_held() -> None:
 
 
 # At the default level a log line means something happened: kopf's "Handler ... succeeded" for every
-# handler run and aiohttp's line per health check are held back (to warnings) unless asked for; a replica
-# pausing for, or resuming after, another one (kopf's peering) is always said.
-CHATTY_LOGGERS: tuple[str, ...] = ("kopf", "aiohttp.access")
+# handler run, aiohttp's line per health check and azure-core's ten lines per request to Entra ID (URL,
+# headers, status) are held back (to warnings) unless asked for; a replica pausing for, or resuming after,
+# another one (kopf's peering) is always said.
+CHATTY_LOGGERS: tuple[str, ...] = ("kopf", "aiohttp.access", "azure.core.pipeline.policies.http_logging_policy")
 ALWAYS_INFO: tuple[str, ...] = ("kopf._core.engines.peering",)
 
 

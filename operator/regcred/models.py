@@ -125,7 +125,24 @@ class GarSpec:
     impersonate_service_account: str | None = None
 
 
-ProviderSpec = StaticSpec | EcrSpec | GhcrSpec | GarSpec
+ACR_IDENTITIES = ("WorkloadIdentity", "ServicePrincipal", "ManagedIdentity")
+ACR_SCOPE = "https://containerregistry.azure.net/.default"
+# An ACR login server: the registry's name (5-50 letters and digits), with a domain name label hash when the
+# registry has one, in Azure's public cloud, Azure Government or Azure operated by 21Vianet (China).
+_ACR_LOGIN_SERVER = re.compile(r"^[a-z0-9]{5,50}(-[a-z0-9]{1,32})?\.azurecr\.(io|us|cn)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class AcrSpec:
+    registry: str
+    identity: str = "WorkloadIdentity"  # one of ACR_IDENTITIES
+    tenant_id: str | None = None
+    client_id: str | None = None
+    credentials_secret_ref: SecretRef | None = None  # ServicePrincipal only
+    scope: str = ACR_SCOPE
+
+
+ProviderSpec = StaticSpec | EcrSpec | GhcrSpec | GarSpec | AcrSpec
 # ECR Public's GetAuthorizationToken exists in this region only.
 ECR_PUBLIC_REGION = "us-east-1"
 
@@ -227,12 +244,16 @@ class CredentialSpec:
             refs = [provider.credentials_secret_ref]
         elif isinstance(provider, GhcrSpec):
             refs = [provider.token_secret_ref, provider.app.private_key_secret_ref if provider.app else None]
+        elif isinstance(provider, AcrSpec):
+            refs = [provider.credentials_secret_ref]
         else:
             refs = [provider.credentials_secret_ref]
         return frozenset((ref.namespace, ref.name) for ref in refs if ref is not None)
 
 
-_PROVIDER_NAMES: dict[type[Any], str] = {StaticSpec: "static", EcrSpec: "ecr", GhcrSpec: "ghcr", GarSpec: "gar"}
+_PROVIDER_NAMES: dict[type[Any], str] = {
+    StaticSpec: "static", EcrSpec: "ecr", GhcrSpec: "ghcr", GarSpec: "gar", AcrSpec: "acr",
+}
 
 
 def parse_credential(name: str, spec: Mapping[str, Any]) -> CredentialSpec:
@@ -293,8 +314,8 @@ def force_sync_request(credential: Mapping[str, Any], status: Mapping[str, Any] 
 
 
 def provider_key(raw: Mapping[str, Any]) -> str | None:
-    """Which of static, ecr, ghcr or gar a `spec.provider` block sets; None unless exactly one."""
-    chosen = [key for key in ("static", "ecr", "ghcr", "gar") if raw.get(key) is not None]
+    """Which of static, ecr, ghcr, gar or acr a `spec.provider` block sets; None unless exactly one."""
+    chosen = [key for key in ("static", "ecr", "ghcr", "gar", "acr") if raw.get(key) is not None]
     return chosen[0] if len(chosen) == 1 else None
 
 
@@ -316,7 +337,7 @@ def _check_ecr_public(block: Mapping[str, Any], where: str) -> None:
 def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
     kind = provider_key(raw)
     if kind is None:
-        raise SpecError("spec.provider must set exactly one of static, ecr, ghcr or gar.")
+        raise SpecError("spec.provider must set exactly one of static, ecr, ghcr, gar or acr.")
     block: Mapping[str, Any] = raw[kind]
     where = f"spec.provider.{kind}"
     if kind == "static":
@@ -363,6 +384,8 @@ def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
                 api_url=parse_api_url(app.get("apiUrl") or "https://api.github.com", field=f"{where}.app.apiUrl"),
             ) if app else None,
         )
+    if kind == "acr":
+        return _parse_acr(block, where)
     registries = tuple(normalize_registry_host(r) for r in block.get("registries") or ())
     if not registries:
         raise SpecError(f"{where}.registries needs at least one host, e.g. europe-docker.pkg.dev.")
@@ -373,4 +396,33 @@ def _parse_provider(raw: Mapping[str, Any]) -> ProviderSpec:
             SecretRef.parse(creds, field=f"{where}.credentialsSecretRef", default_key="key.json") if creds else None
         ),
         impersonate_service_account=block.get("impersonateServiceAccount") or None,
+    )
+
+
+def _parse_acr(block: Mapping[str, Any], where: str) -> AcrSpec:
+    registry = str(block.get("registry") or "").strip().lower()
+    if not _ACR_LOGIN_SERVER.match(registry):
+        raise SpecError(f"{where}.registry must be the registry's login server, such as myregistry.azurecr.io "
+                        f"(or .azurecr.us, .azurecr.cn), not {registry[:100]!r}.")
+    chosen = [(identity, block[key]) for identity, key in zip(
+        ACR_IDENTITIES, ("workloadIdentity", "servicePrincipal", "managedIdentity"), strict=True)
+        if block.get(key) is not None]
+    if len(chosen) > 1:
+        raise SpecError(f"{where} takes at most one of workloadIdentity, servicePrincipal or managedIdentity.")
+    identity, options = chosen[0] if chosen else ("WorkloadIdentity", {})
+    creds = options.get("secretRef")
+    if identity == "ServicePrincipal" and (not options.get("tenantId") or not options.get("clientId") or not creds):
+        raise SpecError(f"{where}.servicePrincipal needs tenantId, clientId and secretRef.")
+    scope = block.get("scope") or ACR_SCOPE
+    if not isinstance(scope, str) or not scope.startswith("https://") or not scope.endswith("/.default"):
+        raise SpecError(f"{where}.scope must be an Entra ID scope such as {ACR_SCOPE}, not {str(scope)[:100]!r}.")
+    return AcrSpec(
+        registry=registry,
+        identity=identity,
+        tenant_id=str(options["tenantId"]) if options.get("tenantId") else None,
+        client_id=str(options["clientId"]) if options.get("clientId") else None,
+        credentials_secret_ref=(
+            SecretRef.parse(creds, field=f"{where}.servicePrincipal.secretRef") if creds else None
+        ),
+        scope=scope,
     )

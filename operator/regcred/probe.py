@@ -73,7 +73,8 @@ KNOWN_TOKEN_HOSTS: Mapping[str, frozenset[str]] = {
 # private section): a host under one of these vouches only for itself, never for a sibling.
 SHARED_SUFFIXES = frozenset(
     {
-        "amazonaws.com", "azurecr.io", "pkg.dev", "cloudfront.net", "appspot.com", "googleusercontent.com",
+        "amazonaws.com", "azurecr.io", "azurecr.us", "azurecr.cn", "pkg.dev", "cloudfront.net", "appspot.com",
+        "googleusercontent.com",
         "run.app", "web.app", "firebaseapp.com", "github.io", "githubusercontent.com", "herokuapp.com",
         "azurewebsites.net", "cloudapp.net", "windows.net", "azure.com", "ngrok.io", "ngrok-free.app",
         "ngrok.app", "netlify.app", "vercel.app", "pages.dev", "workers.dev", "fly.dev", "onrender.com",

@@ -67,7 +67,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "settings": {"eventsNamespace": "regcred-system", "insecureRegistries": ["registry.local:5000"],
                      "tokenRealmHosts": ["auth.example.net", "tokens.example.org:8443"],
                      "endpoints": {"ecr": "https://api.ecr.eu-west-1.vpce.amazonaws.com",
-                                   "githubApi": "https://github.example.com/api/v3"}},
+                                   "githubApi": "https://github.example.com/api/v3",
+                                   "azureAuthority": "https://login.microsoftonline.us"}},
     },
 }
 

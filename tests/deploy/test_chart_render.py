@@ -77,6 +77,7 @@ def test_the_settings_reach_the_operator_as_its_environment() -> None:
     assert variables["REGCRED_TOKEN_REALM_HOSTS"] == "auth.example.net,tokens.example.org:8443"
     assert variables["REGCRED_ECR_ENDPOINT_URL"] == "https://api.ecr.eu-west-1.vpce.amazonaws.com"
     assert variables["REGCRED_GITHUB_API_URL"] == "https://github.example.com/api/v3"
+    assert variables["REGCRED_AZURE_AUTHORITY_HOST"] == "https://login.microsoftonline.us"
     assert "REGCRED_STS_ENDPOINT_URL" not in variables  # empty settings are not passed at all
     assert variables["HTTPS_PROXY"] == "http://proxy.internal:3128"
     main = container(objects)

@@ -1,7 +1,8 @@
-"""Providers survive whatever GitHub, Google or AWS answer, and whatever a source Secret holds.
+"""Providers survive whatever GitHub, Google, Azure or AWS answer, and whatever a source Secret holds.
 
-Answers are generated and served without a network, through each provider's real client code: GitHub's API
-and Google's token endpoints through requests and urllib3 (tests/canned_http.py), AWS through botocore's own
+Answers are generated and served without a network, through each provider's real client code: GitHub's API,
+Google's token endpoints, Entra ID (azure-identity over azure-core's requests transport) and ACR's token
+exchange through requests and urllib3 (tests/canned_http.py), AWS through botocore's own
 response parsing (a `before-send` hook answers in place of the endpoint). The property: mint() returns a
 Token whose expiry can be written, or raises ProviderError with a sentence that shows no secret; never
 another exception.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,13 +28,15 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from regcred.fanout import format_time
-from regcred.models import EcrSpec, GarSpec, GhcrAppSpec, GhcrSpec, SecretRef
+from regcred.models import AcrSpec, EcrSpec, GarSpec, GhcrAppSpec, GhcrSpec, SecretRef
+from regcred.providers.acr import AcrProvider
 from regcred.providers.base import Provider, ProviderError, SourceSecretNotFound, Token
 from regcred.providers.ecr import EcrProvider, default_client_factory
 from regcred.providers.gar import GarProvider
 from regcred.providers.ghcr import GhcrProvider
 from tests.canned_http import HEADER_TEXT, STATUSES, Answer, headers, session
 from tests.hostile import BYTES, HOSTILE_TEXT, JSON_VALUES, TIMESTAMPS, json_text
+from tests.providers.azure_server import unsigned_jwt
 from tests.providers.google_server import new_rsa_key
 
 REF = SecretRef(namespace="regcred-system", name="source")
@@ -348,3 +352,65 @@ def test_an_ordinary_ecr_answer_mints_a_token() -> None:
                            config=NO_RETRIES)
     token = provider.mint(reader({"AWS_ACCESS_KEY_ID": b"AKIA", "AWS_SECRET_ACCESS_KEY": b"s"}))
     assert (token.hosts, token.password, token.expires_at) == (("1.dkr.ecr.eu-west-1.amazonaws.com",), "pw", expires)
+
+
+# -- Azure ----------------------------------------------------------------------------------------------------
+
+ENTRA_OK: Answer = (200, [("Content-Type", "application/json")],
+                    json.dumps({"access_token": f"aad-{CANARY}", "token_type": "Bearer", "expires_in": 3599}).encode())
+ENTRA_BODIES = body(st.fixed_dictionaries({}, optional={
+    "access_token": st.one_of(JSON_VALUES, st.just(f"aad-{CANARY}")), "expires_in": JSON_VALUES,
+    "token_type": JSON_VALUES, "error": JSON_VALUES,
+    "error_description": st.one_of(JSON_VALUES, st.just(f"AADSTS70021: no match for {CANARY}")),
+}))
+EXP = st.one_of(JSON_VALUES, st.integers(-(2**70), 2**70), st.floats(),
+                st.just(int(time.time()) + 3 * 3600))
+REFRESH_TOKENS = st.one_of(
+    JSON_VALUES,
+    st.fixed_dictionaries({}, optional={"exp": EXP, "iat": JSON_VALUES}).map(unsigned_jwt),
+    st.sampled_from(["a.b.c", "a.!!.c", "..", "x" * 70_000]),
+)
+ACR_BODIES = body(st.fixed_dictionaries({}, optional={
+    "refresh_token": REFRESH_TOKENS,
+    "errors": st.one_of(JSON_VALUES, st.just([{"code": "UNAUTHORIZED", "message": CANARY}])),
+}))
+
+
+def acr_provider(client: Any, tmp_dir: str) -> AcrProvider:
+    token_file = f"{tmp_dir}/federated-token"
+    with open(token_file, "w", encoding="utf-8") as file:
+        file.write(f"federated-{CANARY}")
+    return AcrProvider(AcrSpec(registry="myregistry.azurecr.io"), authority_host="https://login.example",
+                       exchange_url="https://myregistry.azurecr.io", session=client,
+                       environ={"AZURE_TENANT_ID": "t1", "AZURE_CLIENT_ID": "c1",
+                                "AZURE_FEDERATED_TOKEN_FILE": token_file})
+
+
+@example(entra=ENTRA_OK, exchange=(200, [], b'{"refresh_token": "a.eyJleHAiOiAxZTMwOH0.c"}'))
+@example(entra=ENTRA_OK, exchange=(200, [], b"[" * 100_000))
+@example(entra=(200, [], b'{"access_token": "t", "expires_in": []}'), exchange=(200, [], b"{}"))
+@example(entra=(200, [], b"[" * 100_000), exchange=(200, [], b"{}"))
+@example(entra=(400, [], json.dumps({"error": "invalid_client",
+                                      "error_description": f"AADSTS7000215: {CANARY}"}).encode()),
+         exchange=(200, [], b"{}"))
+@FUZZ
+@given(entra=st.one_of(st.just(ENTRA_OK), st.tuples(STATUSES, headers({}), ENTRA_BODIES)),
+       exchange=st.tuples(st.one_of(st.just(200), STATUSES), headers({}), ACR_BODIES))
+def test_azure_answers(entra: Answer, exchange: Answer) -> None:
+    """(The crash this found, kept as an example: JSON nested too deep in Entra ID's answer.)"""
+    # Workload identity: one token request (no discovery), then the exchange.
+    client, _ = session([entra, exchange])
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        check_mint(acr_provider(client, tmp_dir), reader(None))
+
+
+def test_an_ordinary_azure_answer_mints_a_token() -> None:
+    """A sanity check of the seam: ordinary Entra ID and ACR answers mint a token."""
+    exp = int(time.time()) + 3 * 3600
+    refresh = unsigned_jwt({"exp": exp})
+    client, canned = session([ENTRA_OK, (200, [], json.dumps({"refresh_token": refresh}).encode())])
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        token = acr_provider(client, tmp_dir).mint(reader(None))
+    assert (token.password, int(token.expires_at.timestamp()) if token.expires_at else None) == (refresh, exp)
+    assert [request.url for request in canned.sent] == [
+        "https://login.example/t1/oauth2/v2.0/token", "https://myregistry.azurecr.io/oauth2/exchange"]

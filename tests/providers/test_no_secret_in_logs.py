@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -22,12 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.sts.models import sts_backends
 
 from regcred import cli, logs
-from regcred.models import EcrSpec, GarSpec, GhcrAppSpec, GhcrSpec, SecretRef
+from regcred.models import AcrSpec, EcrSpec, GarSpec, GhcrAppSpec, GhcrSpec, SecretRef
+from regcred.providers.acr import AcrProvider
 from regcred.providers.base import Token
 from regcred.providers.ecr import EcrProvider
 from regcred.providers.gar import GarProvider
 from regcred.providers.ghcr import GhcrProvider
 from tests.log_scan import assert_nothing_printed
+from tests.providers import test_acr
+from tests.providers.azure_server import App
+from tests.providers.azure_server import running as azure_running
 from tests.providers.ecr_public_server import FakeEcrPublic
 from tests.providers.ecr_public_server import serve as serve_ecr_public
 from tests.providers.github_server import FakeGitHub, Pat, serve
@@ -175,6 +180,48 @@ def test_gar_service_account_key_logs_no_secret(debug_logging: pytest.LogCapture
         **{f"the JWT assertion #{i}": a for i, a in enumerate(assertions) if a},
         **{f"the JWT assertion #{i} signature": a.rsplit(".", 1)[1] for i, a in enumerate(assertions) if a},
         **token_secrets(token, "GAR access token"),
+    })
+
+
+@pytest.mark.usefixtures("no_proxy")
+def test_acr_service_principal_and_workload_identity_log_no_secret(
+    debug_logging: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client_secret = "Zq8~l0g-scan-client-secret-do-not-print"
+    federated = "eyJhbGciOiJSUzI1NiJ9.l0g-scan-federated-token-do-not-print.c2ln"
+    pem, certificate = test_acr.certificate_pem()
+    ref = SecretRef(namespace="regcred-system", name="acr-sp")
+    token_file = tmp_path / "federated-token"
+    token_file.write_text(federated)
+    tokens = []
+    for azure in azure_running(tmp_path):
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(azure.ca_bundle))
+        azure.apps[test_acr.CLIENT] = App(tenant=test_acr.TENANT, client_secret=client_secret, certificate=certificate,
+                                          federated_token=federated)
+
+        def acr(url: str, **spec: Any) -> AcrProvider:
+            return AcrProvider(AcrSpec(registry=test_acr.REGISTRY, tenant_id=test_acr.TENANT,
+                                       client_id=test_acr.CLIENT, **spec),
+                               authority_host=url, exchange_url=url,
+                               environ={"AZURE_FEDERATED_TOKEN_FILE": str(token_file)})
+
+        for data in ({"client-secret": client_secret.encode()}, {"certificate.pem": pem}):
+            tokens.append(acr(azure.url, identity="ServicePrincipal", credentials_secret_ref=ref).mint(
+                secret_reader({(ref.namespace, ref.name): data})))
+        tokens.append(acr(azure.url).mint(secret_reader({})))
+        assertions = [seen.form["client_assertion"] for seen in azure.seen if "client_assertion" in seen.form]
+        access_tokens = list(azure.issued)
+
+    assert [token.password for token in tokens] == azure.refresh_tokens
+    assert len(assertions) == 2  # the certificate's signed one and the federated token
+    assert_nothing_printed(debug_logging, capsys, server_side=SERVER_SIDE, secrets={
+        "the client secret": client_secret,
+        "the certificate's private key": pem.decode().split("-----END PRIVATE KEY-----")[0],
+        "the federated token": federated,
+        **{f"the client assertion #{i}": a for i, a in enumerate(assertions)},
+        **{f"the Entra ID access token #{i}": a for i, a in enumerate(access_tokens)},
+        **{key: value for i, token in enumerate(tokens) for key, value in token_secrets(token, f"ACR #{i}").items()},
     })
 
 

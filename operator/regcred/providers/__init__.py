@@ -1,12 +1,12 @@
 """Registry providers: one module per registry cloud, all behind `Provider.mint() -> Token`.
 
-Only this package talks to clouds (boto3, google-auth, GitHub's API).
+Only this package talks to clouds (boto3, google-auth, azure-identity, GitHub's API, ACR's token exchange).
 """
 
 from __future__ import annotations
 
 from regcred.config import Settings
-from regcred.models import EcrSpec, GarSpec, GhcrSpec, ProviderSpec, SpecError, StaticSpec
+from regcred.models import AcrSpec, EcrSpec, GarSpec, GhcrSpec, ProviderSpec, SpecError, StaticSpec
 from regcred.providers.base import (
     InvalidSourceSecret,
     Provider,
@@ -51,4 +51,8 @@ def provider_for(spec: ProviderSpec, settings: Settings) -> Provider:
         return GarProvider(spec, iam_endpoint_override=settings.google_iam_endpoint_url,
                            sts_endpoint_override=settings.google_sts_endpoint_url,
                            credential_sources=settings.google_credential_sources)
+    if isinstance(spec, AcrSpec):
+        from regcred.providers.acr import AcrProvider
+
+        return AcrProvider(spec, authority_host=settings.azure_authority_host, exchange_url=settings.acr_exchange_url)
     raise SpecError(f"Unknown provider {type(spec).__name__}.")

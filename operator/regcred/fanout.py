@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -54,7 +55,12 @@ class SecretContent:
     def labels(self) -> dict[str, str]:
         return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, CREDENTIAL_LABEL: self.credential}
 
-    @property
+    @functools.cached_property
+    def data(self) -> dict[str, str]:
+        """The encoded data, once: every namespace's body and patch shares its strings (thousands of them)."""
+        return dc.encode_data(self.content)
+
+    @functools.cached_property
     def annotations(self) -> dict[str, str]:
         annotations = {
             CONTENT_HASH_ANNOTATION: dc.content_hash(self.content),
@@ -73,10 +79,10 @@ class SecretContent:
                 "name": self.secret_name,
                 "namespace": namespace,
                 "labels": self.labels,
-                "annotations": self.annotations,
+                "annotations": dict(self.annotations),
             },
             "type": dc.SECRET_TYPE,
-            "data": dc.encode_data(self.content),
+            "data": dict(self.data),
         }
 
 
@@ -85,7 +91,9 @@ class SecretAction:
     verb: str  # create | patch | delete | recreate
     namespace: str
     name: str
-    body: Mapping[str, Any] | None = None  # the full object for create/recreate, the merge patch for patch
+    # The merge patch for patch. Create and recreate build the body from the desired content when they write:
+    # a plan over thousands of namespaces does not hold thousands of bodies.
+    body: Mapping[str, Any] | None = None
 
 
 def diff_secret(desired: SecretContent, existing: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -101,7 +109,7 @@ def diff_secret(desired: SecretContent, existing: Mapping[str, Any]) -> dict[str
     if wanted_annotations or stale_annotations:
         patch.setdefault("metadata", {})["annotations"] = {**wanted_annotations, **stale_annotations}
     data = existing.get("data") or {}
-    wanted_data: dict[str, Any] = dc.encode_data(desired.content)
+    wanted_data: dict[str, Any] = desired.data
     if data != wanted_data:
         patch["data"] = {**{key: None for key in data if key not in wanted_data}, **wanted_data}
     return patch or None
@@ -129,12 +137,12 @@ def plan_secrets(
         if desired is None:
             continue
         if secret.get("type") != dc.SECRET_TYPE:  # the type is immutable: only a new Secret can fix it
-            actions.append(SecretAction("recreate", namespace, name, desired.body(namespace)))
+            actions.append(SecretAction("recreate", namespace, name))
         elif (patch := diff_secret(desired, secret)) is not None:
             actions.append(SecretAction("patch", namespace, name, patch))
     if desired is not None:
         for namespace in sorted(targets - present):
-            actions.append(SecretAction("create", namespace, desired.secret_name, desired.body(namespace)))
+            actions.append(SecretAction("create", namespace, desired.secret_name))
     return actions
 
 

@@ -85,7 +85,8 @@ class SecretWriter:
         """Create the Secret; when one of that name exists already (409), look before calling it a conflict: our
         own (a write that raced ours, or a list that lagged) is patched; another's is left alone."""
         try:
-            self.kube.create_secret(action.namespace, action.body or {})
+            self.kube.create_secret(action.namespace, desired.body(action.namespace) if desired is not None
+                                    else action.body or {})
             return
         except KubeError as error:
             if not error.conflict:

@@ -171,27 +171,20 @@ class Reconciler:
             minted_at=held.minted_at, expires_at=held.token.expires_at,
         )
         actions = plan_secrets(desired, targets, managed)
-        # Other credentials' account writes add this one's entry where its Secret is in place: not where it is
-        # being created or deleted, until that is done.
-        pending = {action.namespace for action in actions if action.verb in ("create", "recreate", "delete")}
-        self.accounts.narrow(spec, (ns for ns in targets if ns not in pending))
-        failed = self.writer.apply(actions, name, desired, done=lambda action: self.accounts.offer(
-            name, action.namespace) if action.verb in ("create", "recreate") else None)
-        failed_names = {f.namespace for f in failed}
-        synced_targets = [ns for ns in targets if ns not in failed_names]
-        # Where our Secret's write failed and is retried, the ServiceAccounts are left as they are: detaching
-        # now would only attach again on the retry (two needless writes, and pods made meanwhile get no entry).
-        retried = frozenset(f.namespace for f in failed if f.reason != "SecretConflict")
-        if full:
-            self.view.refresh("serviceaccounts", self.kube.list_service_accounts, now, self._shared_list_age)
-        account_failures, accounts_changed = self.accounts.sync(spec, frozenset(synced_targets), leave=retried)
-        failed.extend(account_failures)
+        revision = dc.content_hash(held.content)
+        # Until the pass ends, the watch events of its own writes are known for what they are (no self-wake).
+        self.served.begin(name, revision, frozenset(targets))
+        try:
+            failed, synced_targets, accounts_changed = self._write(spec, desired, actions, targets, full, now)
+        except BaseException:
+            self.served.end(name)
+            raise
         writes = len(actions)
         if minted or actions or accounts_changed:  # the default level: one line per reconciliation that did something
             logger.info("Credential %s: %s.", name, _changes(held.token if minted else None, actions, failed,
                                                              accounts_changed))
-        revision = dc.content_hash(held.content)
         self.served.serve(Serving(credential, spec, frozenset(synced_targets), held.token, revision, held.minted_at))
+        self.served.end(name)
 
         synced = summarise_failures(failed)
         # Stable wording whether minted now or reused, so that a no-change resync writes nothing.
@@ -262,6 +255,28 @@ class Reconciler:
         if mint_at is not None and refresh_failure is None:
             wake_at = min(wake_at, mint_at)
         return Outcome(wake_at=wake_at, writes=writes)
+
+    def _write(self, spec: CredentialSpec, desired: SecretContent, actions: list[SecretAction], targets: list[str],
+               full: bool, now: datetime.datetime) -> tuple[list[FailedNamespace], list[str], int]:
+        """Write the Secrets, then the ServiceAccounts: the failures, where the Secret is in place, how many
+        accounts changed."""
+        name = spec.name
+        # Other credentials' account writes add this one's entry where its Secret is in place: not where it is
+        # being created or deleted, until that is done.
+        pending = {action.namespace for action in actions if action.verb in ("create", "recreate", "delete")}
+        self.accounts.narrow(spec, (ns for ns in targets if ns not in pending))
+        failed = self.writer.apply(actions, name, desired, done=lambda action: self.accounts.offer(
+            name, action.namespace) if action.verb in ("create", "recreate") else None)
+        failed_names = {f.namespace for f in failed}
+        synced_targets = [ns for ns in targets if ns not in failed_names]
+        # Where our Secret's write failed and is retried, the ServiceAccounts are left as they are: detaching
+        # now would only attach again on the retry (two needless writes, and pods made meanwhile get no entry).
+        retried = frozenset(f.namespace for f in failed if f.reason != "SecretConflict")
+        if full:
+            self.view.refresh("serviceaccounts", self.kube.list_service_accounts, now, self._shared_list_age)
+        account_failures, accounts_changed = self.accounts.sync(spec, frozenset(synced_targets), leave=retried)
+        failed.extend(account_failures)
+        return failed, synced_targets, accounts_changed
 
     def cleanup(self, name: str) -> None:
         """Remove everything a credential wrote: its Secrets and its ServiceAccount entries."""

@@ -34,6 +34,14 @@ class Serving:
         return self.spec.name
 
 
+@dataclasses.dataclass(frozen=True)
+class InFlight:
+    """What a pass in flight is writing: its own writes' watch events must not wake the credential again."""
+
+    revision: str
+    namespaces: frozenset[str]
+
+
 class ServingRegistry:
     """The `Serving` record of each credential this process serves, and the revisions its registry rejected."""
 
@@ -41,6 +49,7 @@ class ServingRegistry:
         self._serving: dict[str, Serving] = {}
         # Credentials whose registry rejects the revision in place (set by remediation), by revision.
         self._rejected: dict[str, str] = {}
+        self._in_flight: dict[str, InFlight] = {}
 
     def get(self, name: str) -> Serving | None:
         return self._serving.get(name)
@@ -51,6 +60,23 @@ class ServingRegistry:
 
     def serve(self, serving: Serving) -> None:
         self._serving[serving.name] = serving
+
+    def begin(self, name: str, revision: str, namespaces: frozenset[str]) -> None:
+        self._in_flight[name] = InFlight(revision, namespaces)
+
+    def end(self, name: str) -> None:
+        self._in_flight.pop(name, None)
+
+    def holds(self, name: str, revision: str) -> bool:
+        """Whether a Secret of this content is what the credential serves, or what its pass in flight writes."""
+        serving, in_flight = self._serving.get(name), self._in_flight.get(name)
+        return (serving is not None and serving.revision == revision) or (
+            in_flight is not None and in_flight.revision == revision)
+
+    def namespaces(self, name: str) -> frozenset[str]:
+        """Where the credential's Secret is, or is being written by its pass in flight."""
+        serving, in_flight = self._serving.get(name), self._in_flight.get(name)
+        return (serving.namespaces if serving else frozenset()) | (in_flight.namespaces if in_flight else frozenset())
 
     def stop(self, name: str) -> None:
         """The credential serves nothing (an invalid spec, or forgotten)."""
@@ -68,6 +94,7 @@ class ServingRegistry:
     def forget(self, name: str) -> None:
         self._serving.pop(name, None)
         self._rejected.pop(name, None)
+        self._in_flight.pop(name, None)
 
 
 class CredentialLocks:

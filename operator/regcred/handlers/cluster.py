@@ -34,7 +34,9 @@ async def service_account_changed(event: kopf.RawEvent, body: kopf.Body, memo: k
 
 
 def _served(runtime: Any) -> list[tuple[str, Any, frozenset[str]]]:
-    return [(name, serving.spec, serving.namespaces) for name, serving in runtime.reconciler.served.all().items()]
+    served = runtime.reconciler.served
+    # With the namespaces its pass in flight is writing: that pass's own account writes wake nobody.
+    return [(name, serving.spec, served.namespaces(name)) for name, serving in served.all().items()]
 
 
 # The label filter here is a guard; the API server already filters (see lifecycle.configure).
@@ -44,9 +46,9 @@ async def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: ko
     credential = body.metadata.labels.get(CREDENTIAL_LABEL)
     if not credential:
         return
-    # Intact means: holds what the operator serves now (its own record), whatever the annotations claim.
-    serving = memo["runtime"].reconciler.served.get(credential)
+    # Intact means: holds what the operator serves now, or what its pass in flight writes (its own record),
+    # whatever the annotations claim: so its own writes do not wake it again.
     content = dc.decode_data(body)
-    intact = serving is not None and content is not None and dc.content_hash(content) == serving.revision
+    intact = content is not None and memo["runtime"].reconciler.served.holds(credential, dc.content_hash(content))
     if event.get("type") == "DELETED" or not intact:
         memo["runtime"].wakeups.kick(credential)

@@ -84,3 +84,24 @@ def test_a_pass_adding_a_namespace_is_not_woken_by_its_own_account_write() -> No
     served.end("hub")  # the pass failed before recording "new": the entry there is not its own now
     asyncio.run(service_account_changed(event={"type": "MODIFIED"}, body=kopf.Body(account), memo=memo))
     assert memo["runtime"].wakeups.kicked == ["hub"]
+
+
+def test_the_credentials_own_events_do_not_wake_it_only_a_new_generation_does() -> None:
+    from regcred.handlers.credentials import notice_spec_change
+    from regcred.runtime import Wakeups
+
+    wakeups = Wakeups()
+    wake = wakeups.register("hub")
+    wakeups.taken("hub", 1)  # the loop took generation 1 up (and is applying it)
+    memo = kopf.Memo(runtime=types.SimpleNamespace(wakeups=wakeups))
+
+    def event(generation: int, status: dict[str, Any]) -> bool:
+        body = kopf.Body({"metadata": {"name": "hub", "generation": generation}, "status": status})
+        asyncio.run(notice_spec_change(name="hub", body=body, memo=memo))
+        woken = wake.is_set()
+        wake.clear()
+        return woken
+
+    assert not event(1, {})  # its ADDED event at start-up, before any status was written
+    assert not event(1, {"observedGeneration": 1})  # its own status write
+    assert event(2, {"observedGeneration": 1})  # the spec changed

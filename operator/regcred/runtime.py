@@ -29,12 +29,22 @@ class Wakeups:
     """
 
     events: dict[str, asyncio.Event] = dataclasses.field(default_factory=dict)
+    # The spec generation each credential's loop last took up: an event of a generation already being applied
+    # (the credential's own ADDED event at start-up, its status writes) wakes nobody.
+    generations: dict[str, object] = dataclasses.field(default_factory=dict)
 
     def register(self, name: str) -> asyncio.Event:
         return self.events.setdefault(name, asyncio.Event())
 
     def unregister(self, name: str) -> None:
         self.events.pop(name, None)
+        self.generations.pop(name, None)
+
+    def taken(self, name: str, generation: object) -> None:
+        self.generations[name] = generation
+
+    def new_generation(self, name: str, generation: object) -> bool:
+        return self.generations.get(name) != generation
 
     def kick(self, name: str) -> None:
         event = self.events.get(name)

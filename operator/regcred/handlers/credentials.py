@@ -30,6 +30,7 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
         while True:
             wake.clear()
             snapshot = copy.deepcopy(dict(body))
+            runtime.wakeups.taken(name, (snapshot.get("metadata") or {}).get("generation"))
             runtime.track_sources(name, snapshot)  # a change to a Secret it reads wakes it up
             before = runtime.reconciler.served.get(name)
             outcome = await asyncio.to_thread(runtime.reconciler.reconcile, snapshot)
@@ -54,8 +55,9 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
 async def notice_spec_change(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A new generation (the spec changed), or a new value of the force-sync annotation, is applied at once
     rather than at the next resync."""
-    if body.metadata.get("generation") != body.status.get("observedGeneration") or force_sync_request(body):
-        memo["runtime"].wakeups.kick(name)
+    wakeups = memo["runtime"].wakeups
+    if wakeups.new_generation(name, body.metadata.get("generation")) or force_sync_request(body):
+        wakeups.kick(name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

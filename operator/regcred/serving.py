@@ -28,6 +28,8 @@ class Serving:
     # When the operator made this revision (minted it, or read a changed static secret): its own record,
     # published as status.lastRefreshTime. Diagnosis compares pod failures with it.
     since: datetime.datetime | None = None
+    # The data hashes of its Argo CD templates (regcred.argocd), for the managed-Secret watch.
+    outputs: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, argocd
 from regcred import dockerconfig as dc
 from regcred.view import concerned_by_account, concerned_by_namespace
 
@@ -46,7 +46,10 @@ async def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: ko
         return
     # Intact means: holds what the operator serves now (its own record), whatever the annotations claim.
     serving = memo["runtime"].reconciler.served.get(credential)
-    content = dc.decode_data(body)
-    intact = serving is not None and content is not None and dc.content_hash(content) == serving.revision
+    if argocd.is_output(body):  # an Argo CD template (regcred.argocd)
+        intact = serving is not None and argocd.secret_hash(body) in serving.outputs
+    else:
+        content = dc.decode_data(body)
+        intact = serving is not None and content is not None and dc.content_hash(content) == serving.revision
     if event.get("type") == "DELETED" or not intact:
         memo["runtime"].wakeups.kick(credential)

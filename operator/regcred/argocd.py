@@ -1,12 +1,13 @@
 """Argo CD repository credential templates: the credential's token as Secrets Argo CD reads for Helm charts
 in OCI registries (optional, `spec.argocd`).
 
-What Argo CD reads (its operator manual, "argocd-repo-creds.yaml" and "Declarative Setup: Repository
-Credentials", and `argocd repocreds add REPOURL --enable-oci --type helm`): a Secret in Argo CD's namespace
-labelled `argocd.argoproj.io/secret-type: repo-creds` whose keys `url`, `type` (`helm`), `enableOCI`
-(`"true"`), `username` and `password` make a credential template; a Helm OCI repository whose URL starts with
-the template's `url` uses it. Helm OCI repository URLs carry no scheme (`registry.example.com/charts`), so
-neither does the template's `url`.
+What Argo CD reads: a Secret in its namespace labelled `argocd.argoproj.io/secret-type: repo-creds` whose keys
+`url`, `type` (`helm`), `enableOCI` (`"true"`), `username` and `password` make a credential template
+(https://argo-cd.readthedocs.io/en/stable/operator-manual/argocd-repo-creds-yaml/). A repository uses the
+template whose `url` is the longest prefix of its own URL, both normalized (lower case, no `.git`; Argo CD's
+util/db `getRepositoryCredentialIndex`). Helm OCI repository URLs carry no scheme
+(`argocd repocreds add localhost:5000/myrepo --enable-oci --type helm` in its command reference), so neither
+does the template's `url`.
 
 These Secrets carry the credential label like the pull Secrets (one LIST finds all a credential wrote, and the
 managed-Secret watch sees them) plus `regcred.dev/output: argocd`, which is what keeps them out of the pull

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from regcred import argocd
+from regcred import argocd, metrics
 from regcred.clock import ManualClock
 from regcred.models import DOCKER_HUB_HOST, ArgoCdSpec, SpecError, parse_credential
 from regcred.providers import Token
@@ -97,10 +97,13 @@ def test_a_refresh_patches_the_template_once(
         kube: CountingKube, clock: ManualClock, reconciler: Reconciler) -> None:
     reconciler.reconcile(with_argocd())
     kube.writes.clear()
+    patches = metrics.SECRETS_WRITTEN.labels(NAME, "patch")._value.get()
     clock.advance(datetime.timedelta(hours=9))  # past the refresh time of the 12-hour token: a new one
     reconciler.reconcile(with_argocd())
     assert kube.in_argocd() == [("patch", *TEMPLATE)]
     assert fields(kube.secrets[TEMPLATE])["password"] == "token-2"
+    # Counted with the pull Secrets' patches in regcred_secrets_written_total.
+    assert metrics.SECRETS_WRITTEN.labels(NAME, "patch")._value.get() - patches == len(TEAMS) + 1
 
 
 def test_an_edited_or_deleted_template_is_restored(kube: CountingKube, reconciler: Reconciler) -> None:

@@ -7,13 +7,21 @@ reported. ECR is moto in server mode, with the clock test_freshness.py uses (mot
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 from typing import Any
 
 import pytest
 
 from regcred.clock import ManualClock
-from tests.e2e.harness import OPERATOR_USER_AGENTS, Cluster, OperatorFactory, eventually
+from tests.e2e.harness import (
+    OPERATOR_USER_AGENTS,
+    TEST_SETTINGS,
+    Cluster,
+    OperatorFactory,
+    chart_identity_objects,
+    eventually,
+)
 from tests.e2e.test_freshness import ECR_HOST, START, ecr_spec, settings_for
 
 pytestmark = pytest.mark.e2e
@@ -135,6 +143,26 @@ def test_someone_elses_secret_of_that_name_is_left_alone_and_reported(
     eventually(lambda: _equal(argo.secrets("regcred.dev/credential=charts"), {}))
     after = argo.core.read_namespaced_secret(TEMPLATE, ARGOCD)
     assert (after.data, after.metadata.resource_version) == (theirs.data, theirs.metadata.resource_version)
+
+
+def test_namespaces_mode_writes_argo_cds_namespace_through_the_charts_role(
+    argo: Cluster, operator: OperatorFactory
+) -> None:
+    """Argo CD's namespace is not served: the operator lists it where the spec or the status says, and on a
+    real cluster does so as the chart's ServiceAccount with only rbac.argocdNamespaces' Role there (any 403
+    fails the test)."""
+    rbac = chart_identity_objects({"watchNamespaces": ["web"], "rbac": {"argocdNamespaces": [ARGOCD]}})
+    operator.start(settings=dataclasses.replace(TEST_SETTINGS, watch_namespaces=("web",)), rbac=rbac)
+    argo.apply_credential("charts", static_spec(argocd={"namespace": ARGOCD}))
+    fields, _ = eventually(lambda: template(argo), timeout=20)
+    assert (fields["url"], fields["password"]) == ("registry-1.docker.io", "dckr_pat_1")
+
+    argo.apply_credential("charts", static_spec())  # found again through the namespace the status names
+    eventually(lambda: absent(argo))
+    argo.apply_credential("charts", static_spec(argocd={"namespace": ARGOCD}))
+    eventually(lambda: template(argo))
+    argo.custom.delete_cluster_custom_object("regcred.dev", "v1alpha1", "registrycredentials", "charts")
+    eventually(lambda: _equal(argo.secrets("regcred.dev/credential=charts"), {}))
 
 
 def _equal(actual: object, expected: object) -> None:

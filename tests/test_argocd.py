@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -51,20 +51,26 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
+def reconcilers(clock: ManualClock) -> Iterator[Callable[[Kube], Reconciler]]:
+    """Reconcilers over the in-memory API, minting on `clock` (closed after the test)."""
+    made: list[Reconciler] = []
+
+    def make(kube: Kube) -> Reconciler:
+        made.append(scene_reconciler(kube, clock, Cloud(clock=clock)))
+        return made[-1]
+    yield make
+    for reconciler in made:
+        reconciler.close()
+
+
+@pytest.fixture
 def kube() -> CountingKube:
     return CountingKube(TEAMS)
 
 
 @pytest.fixture
-def cloud(clock: ManualClock) -> Cloud:
-    return Cloud(clock=clock)
-
-
-@pytest.fixture
-def reconciler(kube: Kube, clock: ManualClock, cloud: Cloud) -> Iterator[Reconciler]:
-    reconciler = scene_reconciler(kube, clock, cloud)
-    yield reconciler
-    reconciler.close()
+def reconciler(kube: Kube, reconcilers: Callable[[Kube], Reconciler]) -> Reconciler:
+    return reconcilers(kube)
 
 
 def with_argocd(**argocd_spec: Any) -> dict[str, Any]:
@@ -147,17 +153,14 @@ def test_cleanup_deletes_the_template(kube: CountingKube, reconciler: Reconciler
     assert kube.secrets == {}
 
 
-def test_a_template_in_a_selected_namespace_is_no_pull_secret(clock: ManualClock, cloud: Cloud) -> None:
+def test_a_template_in_a_selected_namespace_is_no_pull_secret(reconcilers: Callable[[Kube], Reconciler]) -> None:
     kube = CountingKube((*TEAMS, "argocd"))  # Argo CD's namespace receives the pull Secret as well
-    selected = scene_reconciler(kube, clock, cloud)
-    try:
-        selected.reconcile(with_argocd())
-        assert {("argocd", "pull"), TEMPLATE} <= set(kube.secrets)
-        kube.writes.clear()
-        selected.reconcile(with_argocd())
-        assert kube.writes == []  # neither deleted as a stray pull Secret nor rewritten
-    finally:
-        selected.close()
+    selected = reconcilers(kube)
+    selected.reconcile(with_argocd())
+    assert {("argocd", "pull"), TEMPLATE} <= set(kube.secrets)
+    kube.writes.clear()
+    selected.reconcile(with_argocd())
+    assert kube.writes == []  # neither deleted as a stray pull Secret nor rewritten
 
 
 def test_one_template_per_host_without_url_and_one_with_it() -> None:

@@ -63,10 +63,11 @@ def split(secrets: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 def namespaces(spec: ArgoCdSpec | None, status: Mapping[str, Any]) -> frozenset[str]:
     """Where this credential's templates are or were: the spec's namespace and the one its status last named
     (a spec that dropped `argocd` or moved it still has a template to delete there)."""
-    published = (status.get("argocd") or {}).get("namespace") if isinstance(status.get("argocd"), Mapping) else None
     found = {spec.namespace} if spec is not None else set()
-    if isinstance(published, str) and published:
-        found.add(published)
+    published = status.get("argocd")
+    where = published.get("namespace") if isinstance(published, Mapping) else None
+    if isinstance(where, str) and where:
+        found.add(where)
     return frozenset(found)
 
 

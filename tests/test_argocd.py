@@ -3,15 +3,20 @@ Reconciler over the in-memory API, and never mistaken for a pull Secret."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import copy
 import datetime
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import kopf
 import pytest
 
 from regcred import argocd, metrics
 from regcred.clock import ManualClock
+from regcred.handlers.cluster import managed_secret_changed
 from regcred.models import DOCKER_HUB_HOST, ArgoCdSpec, SpecError, parse_credential
 from regcred.providers import Token
 from regcred.reconcile import Reconciler
@@ -120,6 +125,26 @@ def test_an_edited_or_deleted_template_is_restored(kube: CountingKube, reconcile
     kube.delete_secret(*TEMPLATE)
     reconciler.reconcile(with_argocd())
     assert fields(kube.secrets[TEMPLATE])["password"] == "token-1"
+
+
+def test_the_watch_wakes_the_credential_for_a_changed_or_deleted_template_only(
+        kube: CountingKube, reconciler: Reconciler) -> None:
+    reconciler.reconcile(with_argocd())
+    kicked: list[str] = []
+    memo = kopf.Memo(runtime=types.SimpleNamespace(reconciler=reconciler,
+                                                   wakeups=types.SimpleNamespace(kick=kicked.append)))
+
+    def event(type_: str, secret: dict[str, Any]) -> None:
+        asyncio.run(managed_secret_changed(event={"type": type_}, body=kopf.Body(secret), memo=memo))
+
+    ours = kube.secrets[TEMPLATE]
+    event("MODIFIED", ours)  # the operator's own write
+    assert kicked == []
+    edited = copy.deepcopy(ours)
+    edited["data"]["url"] = base64.b64encode(b"elsewhere.example").decode()
+    event("MODIFIED", edited)
+    event("DELETED", ours)
+    assert kicked == [NAME, NAME]
 
 
 def test_dropping_argocd_from_the_spec_deletes_the_template(kube: CountingKube, reconciler: Reconciler) -> None:

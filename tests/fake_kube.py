@@ -64,7 +64,7 @@ class FakeKube:
     def list_namespaces(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.namespaces)
 
-    def list_secrets(self, *, label_selector: str) -> list[dict[str, Any]]:
+    def list_secrets(self, *, label_selector: str, also: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
         with self._lock:
             return [copy.deepcopy(secret) for secret in self.secrets.values()
                     if _selected((secret.get("metadata") or {}).get("labels") or {}, label_selector)]

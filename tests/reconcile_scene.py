@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import random
 from typing import Any
 
+from regcred.clock import ManualClock
 from regcred.config import Settings
 from regcred.kube import KubeError
 from regcred.models import EcrSpec
 from regcred.probe import ProbeResult, Verdict
 from regcred.providers import Provider, ProviderError, Token, provider_for
+from regcred.reconcile import Reconciler
 from tests.fake_kube import FakeKube
 
 NOW = datetime.datetime(2026, 12, 1, 18, 0, tzinfo=datetime.UTC)
@@ -98,3 +101,9 @@ def credential(provider: dict[str, Any] | None = None, *, generation: int = 1, *
     return {"metadata": {"name": NAME, "generation": generation},
             "spec": {"secretName": "pull", "namespaces": {"selector": {"matchLabels": {"team": "a"}}},
                      "serviceAccounts": ["default"], "provider": provider or ECR, **spec}}
+
+
+def scene_reconciler(kube: FakeKube, clock: ManualClock, cloud: Cloud) -> Reconciler:
+    """A Reconciler over the in-memory API, minting from `cloud`, probing nothing, with a seeded jitter."""
+    return Reconciler(kube, SETTINGS, clock, providers=cloud.factory, prober=Prober(),  # type: ignore[arg-type]
+                      rng=random.Random(0))

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "registrycredentials.regcred.dev.yaml"
 EXAMPLES_DIR = ROOT / "examples"
 EXAMPLE_NAMES = ["static-dockerhub.yaml", "ecr.yaml", "ecr-public.yaml", "ghcr-pat.yaml", "ghcr-app.yaml", "gar.yaml",
-                 "acr-workload-identity.yaml", "acr-service-principal.yaml"]
+                 "acr-workload-identity.yaml", "acr-service-principal.yaml", "argocd-repo-creds.yaml"]
 
 JUNCTORS = ("allOf", "anyOf", "oneOf", "not")
 # The keywords apiextensions.k8s.io/v1 accepts in a structural schema (JSONSchemaProps minus
@@ -349,6 +349,10 @@ INVALID = [
      "spec.namespaces.selector.matchLabels.team", "type"),
     ("bad ServiceAccount name", {"spec.serviceAccounts": ["Default"]}, "spec.serviceAccounts.0", "pattern"),
     ("verify without image", {"spec.verify": {}}, "spec.verify", "required"),
+    ("argocd url with a scheme", {"spec.argocd": {"url": "oci://registry.example.com/charts"}}, "spec.argocd.url",
+     "pattern"),
+    ("argocd namespace not a name", {"spec.argocd": {"namespace": "Argo CD"}}, "spec.argocd.namespace", "pattern"),
+    ("argocd name not a name", {"spec.argocd": {"name": "Repo_Creds"}}, "spec.argocd.name", "pattern"),
     ("spec missing", {"spec": DELETE}, "", "required"),
 ]  # fmt: skip
 
@@ -507,7 +511,7 @@ def test_status_is_documented_and_bounded(schema: dict[str, Any]) -> None:
     status = schema["properties"]["status"]["properties"]
     assert set(status) >= {
         "observedGeneration", "provider", "conditions", "expirationTime", "lastRefreshTime",
-        "registries", "namespaces", "failedNamespaces", "remediations",
+        "registries", "namespaces", "failedNamespaces", "remediations", "argocd",
     }  # fmt: skip
     conditions = status["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
@@ -536,6 +540,7 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
     }
     assert set(rules) == {
         "",
+        "spec",
         "spec.provider",
         "spec.provider.ecr",
         "spec.provider.ghcr",
@@ -547,6 +552,7 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
         "spec.remediation.cooldown",
     }
     assert "metadata.name" in rules[""][0]
+    assert rules["spec"] == ["!has(self.argocd) || !has(self.argocd.name) || self.argocd.name != self.secretName"]
     assert rules["spec.refresh.beforeExpiry"] == rules["spec.remediation.cooldown"] == [
         "duration(self) <= duration('8760h')"]
     assert all(f"has(self.{p})" in rules["spec.provider"][0] for p in ("ecr", "ghcr", "gar", "acr", "static"))

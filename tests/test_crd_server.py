@@ -217,7 +217,7 @@ def test_example_round_trips_with_only_the_declared_defaults_added(name: str, se
 
 def test_every_declared_default_is_applied_by_the_server(server: Server, schema: dict[str, Any]) -> None:
     # Objects that leave out every defaulted field between them.
-    bare = changed({"spec.remediation": DELETE, "spec.refresh": DELETE})
+    bare = changed({"spec.remediation": DELETE, "spec.refresh": DELETE, "spec.argocd": {}})
     providers = {
         "ghcr-app": {"ghcr": {"app": APP}},
         "ghcr-pat": {"ghcr": {"username": "bot", "tokenSecretRef": TOKEN_REF}},
@@ -344,6 +344,8 @@ SERVER_ONLY = [
      "spec.refresh.beforeExpiry", "must be at most 8760h (a year)"),
     ("a cooldown over a year", {"spec.remediation.cooldown": "8761h"},
      "spec.remediation.cooldown", "must be at most 8760h (a year)"),
+    ("argocd template named like the pull Secret", {"spec.argocd": {"name": "regcred"}},
+     "spec", "spec.argocd.name must differ from spec.secretName."),
     # An unknown provider is pruned, which leaves none: jsonschema counts it as the one provider.
     ("unknown provider", {"spec.provider": {"quay": {"registry": "quay.io"}}},
      "spec.provider", "spec.provider must set exactly one of ecr, ghcr, gar, acr or static."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import random
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,7 @@ from regcred.kube import KubeError
 from regcred.providers import ProviderError
 from regcred.reconcile import Reconciler
 from regcred.status import READY, SECRETS_SYNCED, TOKEN_READY
-from tests.reconcile_scene import NAME, NOW, SETTINGS, Cloud, Kube, Prober, credential
+from tests.reconcile_scene import NAME, NOW, SETTINGS, Cloud, Kube, credential, scene_reconciler
 
 TEAMS = ("team-a", "team-b", "team-c")
 
@@ -40,8 +39,7 @@ def cloud(clock: ManualClock) -> Cloud:
 
 @pytest.fixture
 def reconciler(kube: Kube, clock: ManualClock, cloud: Cloud) -> Iterator[Reconciler]:
-    reconciler = Reconciler(kube, SETTINGS, clock, providers=cloud.factory, prober=Prober(),  # type: ignore[arg-type]
-                            rng=random.Random(0))
+    reconciler = scene_reconciler(kube, clock, cloud)
     yield reconciler
     reconciler.close()
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from regcred import CREDENTIAL_LABEL, GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION
+from regcred import CREDENTIAL_LABEL, GROUP, MANAGED_BY_LABEL, MANAGED_BY_VALUE, PLURAL, VERSION, argocd
 from regcred import dockerconfig as dc
 from regcred.classify import CREDENTIAL_CATEGORIES, Category, Classification, classify
 from regcred.diagnosis import (
@@ -454,8 +454,8 @@ class Doctor:
             secret, _error = self._read_secret(namespace, spec.secret_name)
             labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
             if secret is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE or \
-                    labels.get(CREDENTIAL_LABEL) != spec.name:
-                continue
+                    labels.get(CREDENTIAL_LABEL) != spec.name or argocd.is_output(secret):
+                continue  # not this credential's pull Secret (an Argo CD template is no pull Secret either)
             auths = _auths(secret, str(secret.get("type") or ""))
             hosts = tuple(sorted(auths))
             credentials = _credentials(auths[hosts[0]]) if hosts else None

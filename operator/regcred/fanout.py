@@ -22,6 +22,9 @@ CONTENT_HASH_ANNOTATION = f"{GROUP}/content-hash"
 PROVIDER_HASH_ANNOTATION = f"{GROUP}/provider-hash"
 # On ServiceAccounts: which credential added which imagePullSecrets entry, so that only those are removed.
 ATTACHED_ANNOTATION = f"{GROUP}/attached-secrets"
+# On the Secrets a credential writes besides its pull Secrets (regcred.argocd): what they are for. The pull
+# Secrets never carry it, which is how the two are told apart in one LIST.
+OUTPUT_LABEL = f"{GROUP}/output"
 MAX_ATTACHED_LENGTH = 16_384  # {credential name: secret name} for a few hundred credentials
 
 
@@ -71,6 +74,17 @@ class SecretContent:
             annotations[EXPIRATION_ANNOTATION] = format_time(self.expires_at)
         return annotations
 
+    secret_type = dc.SECRET_TYPE
+
+    def owns(self, existing: Mapping[str, Any]) -> bool:
+        """Whether an existing Secret is this credential's pull Secret (not another's, nor its Argo CD output)."""
+        labels = (existing.get("metadata") or {}).get("labels") or {}
+        return (labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and labels.get(CREDENTIAL_LABEL) == self.credential
+                and OUTPUT_LABEL not in labels)
+
+    def repair(self, existing: Mapping[str, Any]) -> dict[str, Any] | None:
+        return diff_secret(self, existing)
+
     def body(self, namespace: str) -> dict[str, Any]:
         return {
             "apiVersion": "v1",
@@ -98,20 +112,26 @@ class SecretAction:
 
 def diff_secret(desired: SecretContent, existing: Mapping[str, Any]) -> dict[str, Any] | None:
     """The merge patch that turns an existing managed Secret into the desired one, or None if it matches."""
+    return merge_patch(existing, desired.labels, desired.annotations, desired.data)
+
+
+def merge_patch(existing: Mapping[str, Any], labels: Mapping[str, str], annotations: Mapping[str, str],
+                data: Mapping[str, str]) -> dict[str, Any] | None:
+    """The merge patch that gives an existing Secret these labels, annotations (an expiry that is gone is
+    removed) and exactly this data, or None if it has them; other labels and annotations are kept."""
     metadata = existing.get("metadata") or {}
-    labels, annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
+    have_labels, have_annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
     patch: dict[str, Any] = {}
-    wanted_labels = {k: v for k, v in desired.labels.items() if labels.get(k) != v}
-    wanted_annotations = {k: v for k, v in desired.annotations.items() if annotations.get(k) != v}
-    stale_annotations = {k: None for k in (EXPIRATION_ANNOTATION,) if k in annotations and k not in desired.annotations}
+    wanted_labels = {k: v for k, v in labels.items() if have_labels.get(k) != v}
+    wanted_annotations = {k: v for k, v in annotations.items() if have_annotations.get(k) != v}
+    stale_annotations = {k: None for k in (EXPIRATION_ANNOTATION,) if k in have_annotations and k not in annotations}
     if wanted_labels:
         patch.setdefault("metadata", {})["labels"] = wanted_labels
     if wanted_annotations or stale_annotations:
         patch.setdefault("metadata", {})["annotations"] = {**wanted_annotations, **stale_annotations}
-    data = existing.get("data") or {}
-    wanted_data: dict[str, Any] = desired.data
-    if data != wanted_data:
-        patch["data"] = {**{key: None for key in data if key not in wanted_data}, **wanted_data}
+    have_data = existing.get("data") or {}
+    if have_data != data:
+        patch["data"] = {**{key: None for key in have_data if key not in data}, **data}
     return patch or None
 
 

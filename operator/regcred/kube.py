@@ -155,8 +155,14 @@ class KubeApi:
         for ns in self.namespaces:
             yield from self.iter_all(_namespaced(plural, ns), **query)
 
-    def list_secrets(self, *, label_selector: str) -> list[dict[str, Any]]:
-        return self.list_namespaced_collection("secrets", labelSelector=label_selector)
+    def list_secrets(self, *, label_selector: str, also: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        """Secrets by label across the served namespaces, and in namespaces mode also in ``also`` (where a
+        credential writes outside them: Argo CD's namespace)."""
+        found = self.list_namespaced_collection("secrets", labelSelector=label_selector)
+        if self.namespaces:
+            for ns in sorted(also - set(self.namespaces)):
+                found.extend(self.list_all(_namespaced("secrets", ns), labelSelector=label_selector))
+        return found
 
     def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes]:
         """A Secret's decoded data. This is the SecretReader handed to providers."""

@@ -17,7 +17,9 @@ TOKEN_EXPIRY = prom.Gauge(
 REFRESHES = prom.Counter(
     "regcred_refresh_total", "Attempts to mint (or read) a credential's token, by result.", ["credential", "result"])
 SECRETS_WRITTEN = prom.Counter(
-    "regcred_secrets_written_total", "Pull Secrets created, patched or deleted.", ["credential", "verb"])
+    "regcred_secrets_written_total",
+    "Secrets created, patched or deleted: pull Secrets and Argo CD repository credential templates.",
+    ["credential", "verb"])
 NAMESPACES = prom.Gauge(
     "regcred_namespaces", "Namespaces of a credential by state (selected, synced, failed, conflicts).",
     ["credential", "state"])

@@ -212,6 +212,20 @@ class NamespaceSelection:
         return name in self.names or (self.selector is not None and self.selector.matches(labels))
 
 
+# An OCI registry prefix as Argo CD matches Helm OCI repositories: host[:port] and an optional path, no scheme.
+_OCI_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?(/[a-z0-9._/-]*)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArgoCdSpec:
+    """An Argo CD repository credential template (regcred.argocd) written next to the pull Secrets."""
+
+    namespace: str = "argocd"
+    url: str | None = None  # None: one template per registry host the token serves
+    name: str | None = None  # None: regcred-<credential>
+
+
 @dataclasses.dataclass(frozen=True)
 class CredentialSpec:
     name: str
@@ -224,6 +238,7 @@ class CredentialSpec:
     remediation_strategy: str = "RolloutRestart"
     remediation_cooldown: datetime.timedelta = datetime.timedelta(minutes=10)
     remediation_dry_run: bool = False
+    argocd: ArgoCdSpec | None = None
 
     @property
     def provider_name(self) -> str:
@@ -292,7 +307,28 @@ def parse_credential(name: str, spec: Mapping[str, Any]) -> CredentialSpec:
         remediation_strategy=strategy,
         remediation_cooldown=parse_duration(remediation.get("cooldown", "10m"), field="spec.remediation.cooldown"),
         remediation_dry_run=bool(remediation.get("dryRun", False)),
+        argocd=_parse_argocd(spec.get("argocd"), secret_name),
     )
+
+
+def _parse_argocd(raw: object, secret_name: str) -> ArgoCdSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec.argocd must be an object such as {namespace: argocd}.")
+    namespace = raw.get("namespace") or "argocd"
+    if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
+        raise SpecError(f"spec.argocd.namespace must be a namespace name, not {str(namespace)[:100]!r}.")
+    url = raw.get("url") or None
+    if url is not None and (not isinstance(url, str) or len(url) > 512 or not _OCI_PREFIX.match(url)):
+        raise SpecError("spec.argocd.url must be a registry prefix without a scheme, such as "
+                        f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/charts, not {str(url)[:100]!r}.")
+    name = raw.get("name") or None
+    if name is not None and (not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name)):
+        raise SpecError(f"spec.argocd.name {str(name)[:100]!r} is not a valid Secret name (lowercase DNS subdomain).")
+    if name == secret_name:  # the pull Secret of that namespace, if it is selected, would be overwritten
+        raise SpecError("spec.argocd.name must differ from spec.secretName.")
+    return ArgoCdSpec(namespace=namespace, url=url.rstrip("/") if url else None, name=name)
 
 
 FORCE_SYNC_ANNOTATION = "regcred.dev/force-sync"

@@ -15,7 +15,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, argocd
 from regcred import dockerconfig as dc
 from regcred.accounts import AccountWriter
 from regcred.clock import Clock
@@ -133,13 +133,15 @@ class Reconciler:
             self.view.refresh("namespaces", self.kube.list_namespaces, now, self._shared_list_age)
         targets = sorted(ns.name for ns in self.view.namespaces()
                          if selected(spec, ns, self.settings.watch_namespaces))
-        managed = self.kube.list_secrets(label_selector=_credential_selector(name))
+        published_status = self.reporter.published(credential)
+        # One LIST finds the pull Secrets and the Argo CD templates (in namespaces mode, also where those are).
+        managed, outputs = argocd.split(self.kube.list_secrets(
+            label_selector=_credential_selector(name), also=argocd.namespaces(spec.argocd, published_status)))
         phash = provider_hash(credential.get("spec") or {})
 
         verification: dict[str, Any] = {}
         previous = self.tokens.previous(spec, phash)
         refresh_failure: ProviderError | None = None
-        published_status = self.reporter.published(credential)
         force = force_sync_request(credential, published_status)
         handled_force = published_status.get("lastForceSync")
         try:
@@ -171,19 +173,23 @@ class Reconciler:
             minted_at=held.minted_at, expires_at=held.token.expires_at,
         )
         actions = plan_secrets(desired, targets, managed)
+        templates = argocd.desired(name, spec.argocd, held.token, held.minted_at, held.token.expires_at)
+        template_actions = argocd.plan(templates, outputs)
         revision = dc.content_hash(held.content)
         # Until the pass ends, the watch events of its own writes are known for what they are (no self-wake).
-        self.served.begin(name, revision, frozenset(targets))
+        self.served.begin(name, revision, frozenset(targets), templates.revisions)
         try:
             failed, synced_targets, accounts_changed = self._write(spec, desired, actions, targets, full, now)
+            template_failures = self.writer.apply(template_actions, name, templates)
         except BaseException:
             self.served.end(name)
             raise
         writes = len(actions)
-        if minted or actions or accounts_changed:  # the default level: one line per reconciliation that did something
+        if minted or actions or template_actions or accounts_changed:  # default level: one line per pass that acted
             logger.info("Credential %s: %s.", name, _changes(held.token if minted else None, actions, failed,
-                                                             accounts_changed))
-        self.served.serve(Serving(credential, spec, frozenset(synced_targets), held.token, revision, held.minted_at))
+                                                             accounts_changed, template_actions, template_failures))
+        self.served.serve(Serving(credential, spec, frozenset(synced_targets), held.token, revision, held.minted_at,
+                                  outputs=templates.revisions))
         self.served.end(name)
 
         synced = summarise_failures(failed)
@@ -199,6 +205,10 @@ class Reconciler:
         ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
                           "Pull secrets are up to date in every selected namespace."
                           if synced.status == "True" else synced.message)
+        if template_failures and ready.status == "True":  # Argo CD cannot pull charts with it: not ready either
+            first = template_failures[0]
+            ready = Condition(READY, "False", "ArgoCdSecretConflict" if first.reason == "SecretConflict"
+                              else "ArgoCdSecretFailed", f"Argo CD repository credentials: {first.message}")
         wake_at = now + self.settings.resync_interval
         if refresh_failure is not None:
             delay = self.tokens.retry_delay(name, refresh_failure)
@@ -240,12 +250,13 @@ class Reconciler:
                 "registries": list(held.token.hosts),
                 "namespaces": counts,
                 "failedNamespaces": [f.as_status() for f in failed[:MAX_FAILED_NAMESPACES]],
+                "argocd": argocd.status(spec.argocd, templates, template_failures),
             },
             minted_event=minted_event(held.token) if minted else None,
         )
         if full:
             self._full_at[name] = now
-        retry = [f for f in failed if f.reason != "SecretConflict"]
+        retry = [f for f in failed + template_failures if f.reason != "SecretConflict"]
         if retry or not published:  # failed writes are retried on their own short back-off, not at the resync
             wake_at = min(wake_at, now + self.backoff.delay(name, [f.retry_after for f in retry]))
         else:
@@ -278,14 +289,20 @@ class Reconciler:
         failed.extend(account_failures)
         return failed, synced_targets, accounts_changed
 
-    def cleanup(self, name: str) -> None:
-        """Remove everything a credential wrote: its Secrets and its ServiceAccount entries."""
+    def cleanup(self, name: str, credential: Mapping[str, Any] | None = None) -> None:
+        """Remove everything a credential wrote: its Secrets (pull Secrets and Argo CD templates, found where its
+        spec or status says in namespaces mode) and its ServiceAccount entries."""
         with self._locks(name):
-            self._cleanup(name)
+            self._cleanup(name, credential or {})
         self._locks.drop(name)
 
-    def _cleanup(self, name: str) -> None:
-        managed = self.kube.list_secrets(label_selector=_credential_selector(name))
+    def _cleanup(self, name: str, credential: Mapping[str, Any]) -> None:
+        try:
+            spec = parse_credential(name, credential.get("spec") or {}).argocd
+        except SpecError:
+            spec = None
+        where = argocd.namespaces(spec, credential.get("status") or {})
+        managed = self.kube.list_secrets(label_selector=_credential_selector(name), also=where)
         actions = [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in managed]
         self.accounts.withdraw(name)
         self.writer.apply(actions, name)
@@ -370,7 +387,8 @@ def _credential_selector(name: str) -> str:
 
 
 def _changes(minted: Token | None, actions: list[SecretAction], failed: list[FailedNamespace],
-             accounts_changed: int) -> str:
+             accounts_changed: int, template_actions: list[SecretAction], template_failures: list[FailedNamespace]
+             ) -> str:
     """What a reconciliation did, for its one log line: the new token's hosts and expiry (never the token),
     the Secrets created, patched or deleted, the ServiceAccounts updated."""
     parts = []
@@ -386,6 +404,13 @@ def _changes(minted: Token | None, actions: list[SecretAction], failed: list[Fai
     secrets = [f"{verbs[verb]} {count}" for verb, count in done.items()]
     if secrets:
         parts.append(f"Secrets {', '.join(secrets)}")
+    failed_templates = {f.namespace for f in template_failures}
+    templates = [f"{verbs[a.verb]} {a.namespace}/{a.name}" for a in template_actions
+                 if a.namespace not in failed_templates]
+    if templates:
+        parts.append(f"Argo CD repository credentials {', '.join(templates)}")
+    if template_failures:
+        parts.append("Argo CD repository credentials failed (see its status)")
     if accounts_changed:
         parts.append(f"{accounts_changed} ServiceAccount(s) updated")
     if failed:

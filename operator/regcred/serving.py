@@ -28,6 +28,8 @@ class Serving:
     # When the operator made this revision (minted it, or read a changed static secret): its own record,
     # published as status.lastRefreshTime. Diagnosis compares pod failures with it.
     since: datetime.datetime | None = None
+    # The data hashes of its Argo CD templates (regcred.argocd), for the managed-Secret watch.
+    outputs: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -40,6 +42,7 @@ class InFlight:
 
     revision: str
     namespaces: frozenset[str]
+    outputs: frozenset[str] = frozenset()
 
 
 class ServingRegistry:
@@ -61,8 +64,9 @@ class ServingRegistry:
     def serve(self, serving: Serving) -> None:
         self._serving[serving.name] = serving
 
-    def begin(self, name: str, revision: str, namespaces: frozenset[str]) -> None:
-        self._in_flight[name] = InFlight(revision, namespaces)
+    def begin(self, name: str, revision: str, namespaces: frozenset[str], outputs: frozenset[str] = frozenset()
+              ) -> None:
+        self._in_flight[name] = InFlight(revision, namespaces, outputs)
 
     def end(self, name: str) -> None:
         self._in_flight.pop(name, None)
@@ -72,6 +76,12 @@ class ServingRegistry:
         serving, in_flight = self._serving.get(name), self._in_flight.get(name)
         return (serving is not None and serving.revision == revision) or (
             in_flight is not None and in_flight.revision == revision)
+
+    def holds_output(self, name: str, revision: str) -> bool:
+        """The same for an Argo CD template (regcred.argocd): one of the revisions served or being written."""
+        serving, in_flight = self._serving.get(name), self._in_flight.get(name)
+        return (serving is not None and revision in serving.outputs) or (
+            in_flight is not None and revision in in_flight.outputs)
 
     def namespaces(self, name: str) -> frozenset[str]:
         """Where the credential's Secret is, or is being written by its pass in flight."""

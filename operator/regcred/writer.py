@@ -10,13 +10,13 @@ import concurrent.futures
 import datetime
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
-from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, metrics
-from regcred import dockerconfig as dc
+from regcred import metrics
 from regcred.clock import Clock
 from regcred.config import Settings
-from regcred.fanout import SecretAction, SecretContent, diff_secret
+from regcred.fanout import SecretAction, SecretContent
 from regcred.kube import KubeApi, KubeError
 from regcred.status import FailedNamespace
 
@@ -38,6 +38,18 @@ def failure_reason(error: KubeError) -> str:
     return error.reason if error.reason and error.reason.isalpha() else "WriteFailed"
 
 
+class Desired(Protocol):
+    """What a credential's Secrets of one kind must be (its pull Secrets, or its Argo CD templates): enough to
+    tell an existing Secret of the wanted name apart from someone else's, and to repair it."""
+
+    @property
+    def secret_type(self) -> str: ...
+
+    def owns(self, existing: Mapping[str, Any]) -> bool: ...
+
+    def repair(self, existing: Mapping[str, Any]) -> dict[str, Any] | None: ...
+
+
 class SecretWriter:
     def __init__(self, kube: KubeApi, settings: Settings) -> None:
         self.kube = kube
@@ -46,7 +58,7 @@ class SecretWriter:
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def apply(self, actions: Sequence[SecretAction], credential: str, desired: SecretContent | None = None, *,
+    def apply(self, actions: Sequence[SecretAction], credential: str, desired: Desired | None = None, *,
               done: Callable[[SecretAction], None] | None = None) -> list[FailedNamespace]:
         """Run the actions on the write pool: the namespaces whose write failed (the others are done). ``done`` is
         called with each action as soon as it succeeded (from a pool thread)."""
@@ -58,7 +70,7 @@ class SecretWriter:
 
         return [f for f in self.pool.map(run, actions) if f is not None]
 
-    def _apply(self, action: SecretAction, credential: str, desired: SecretContent | None = None
+    def _apply(self, action: SecretAction, credential: str, desired: Desired | None = None
                ) -> FailedNamespace | None:
         where = f"{action.namespace}/{action.name}"
         try:
@@ -81,12 +93,14 @@ class SecretWriter:
                                    retry_after=error.retry_after)
         return None
 
-    def _create(self, action: SecretAction, desired: SecretContent | None) -> None:
+    def _create(self, action: SecretAction, desired: Desired | None) -> None:
         """Create the Secret; when one of that name exists already (409), look before calling it a conflict: our
         own (a write that raced ours, or a list that lagged) is patched; another's is left alone."""
+        body = action.body
+        if body is None and isinstance(desired, SecretContent):  # pull Secrets' bodies are built when written
+            body = desired.body(action.namespace)
         try:
-            self.kube.create_secret(action.namespace, desired.body(action.namespace) if desired is not None
-                                    else action.body or {})
+            self.kube.create_secret(action.namespace, body or {})
             return
         except KubeError as error:
             if not error.conflict:
@@ -95,14 +109,12 @@ class SecretWriter:
         if existing is None:  # gone again in between: the next pass creates it
             raise KubeError(409, "Conflict", f"Secret {action.namespace}/{action.name} was created and deleted "
                                              "while being written")
-        labels = (existing.get("metadata") or {}).get("labels") or {}
-        if desired is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE or \
-                labels.get(CREDENTIAL_LABEL) != desired.credential:
+        if desired is None or not desired.owns(existing):
             raise SecretConflict(f"Secret {action.namespace}/{action.name} exists and is not managed by "
                                  "regcred-operator; it was left alone.")
-        if existing.get("type") != dc.SECRET_TYPE:
+        if existing.get("type") != desired.secret_type:
             raise KubeError(409, "Conflict", f"Secret {action.namespace}/{action.name} has another type")
-        patch = diff_secret(desired, existing)
+        patch = desired.repair(existing)
         if patch is not None:
             self.kube.patch_secret(action.namespace, action.name, patch)
 

@@ -42,6 +42,7 @@ PEERING_NAME = "regcred-operator"
 KOPF_USER_AGENT = f"kopf/{importlib.metadata.version('kopf')}"  # as kopf sends it
 REGISTRY = "registry.example.test"  # never contacted: an `unauthorized` message needs no probe
 NS = "shop"
+ARGOCD, TEMPLATE = "argocd", "regcred-private"  # where the credential's Argo CD template goes, and its name
 # Namespaces mode serves these (the scenarios use all of them).
 WATCHED = ("shop", "web", "legacy", "new-team")
 
@@ -124,6 +125,9 @@ class Scenarios:
         c.namespace("web", {"pulls-from": "private"})
         c.namespace("legacy", {"pulls-from": "private"})
         c.source_secret("legacy", "private-pull", {"token": "not ours"})  # a conflict
+        # Argo CD's namespace, not served in namespaces mode, holding someone else's Secret of the template's name.
+        c.namespace(ARGOCD)
+        c.source_secret(ARGOCD, TEMPLATE, {"url": "theirs.example"})
 
         # A credential attached to every ServiceAccount of the selected namespaces.
         spec: dict[str, Any] = {
@@ -133,14 +137,18 @@ class Scenarios:
             "namespaces": {"selector": {"matchLabels": {"pulls-from": "private"}}},
             "serviceAccounts": ["*"],
             "remediation": {"strategy": "RolloutRestart", "cooldown": "10m"},
+            "argocd": {"namespace": ARGOCD},
         }
         c.apply_credential("private", spec)
         eventually(lambda: _equal(c.credential("private")["status"]["namespaces"]["conflicts"], 1))
+        eventually(lambda: _equal(c.credential("private")["status"]["argocd"]["reason"], "SecretConflict"))
+        c.core.delete_namespaced_secret(TEMPLATE, ARGOCD)  # theirs goes: the next pass writes the template
         eventually(lambda: _assert("private-pull" in c.pull_secrets(NS, "builder")))
 
         # A new namespace, then drift: a managed Secret deleted by someone.
         c.namespace("new-team", {"pulls-from": "private"})
         eventually(lambda: _assert(c.dockerconfig("new-team", "private-pull")["auths"][REGISTRY]))
+        eventually(lambda: _equal(_template(c)["url"], REGISTRY))
         c.core.delete_namespaced_secret("private-pull", "web")
         eventually(lambda: _assert(c.dockerconfig("web", "private-pull")))
         tampered = base64.b64encode(json.dumps({"auths": {REGISTRY: {"auth": "eDp5"}}}).encode()).decode()
@@ -154,6 +162,7 @@ class Scenarios:
         c.apply_credential("private", spec)
         eventually(lambda: _assert("new-team" not in c.secrets("regcred.dev/credential=private")))
         eventually(lambda: _equal(c.dockerconfig("web", "private-pull")["auths"][REGISTRY]["password"], "s3cret-2"))
+        eventually(lambda: _equal(_template(c)["password"], "s3cret-2"))
 
         # Remediation: one stuck pod per kind of workload, and a failure that a restart cannot fix.
         web = self.workload("Deployment", "deployments", "apps/v1", "web")
@@ -368,7 +377,7 @@ def test_no_peering_rules_without_peering() -> None:
 
 def namespaces_mode_roles() -> tuple[set[Triple], dict[str, set[Triple]]]:
     """The namespaces-mode ClusterRole's rules, and each namespace's Role rules, as rendered."""
-    objects = render({"watchNamespaces": list(WATCHED)})
+    objects = render({"watchNamespaces": list(WATCHED), "rbac": {"argocdNamespaces": [ARGOCD]}})
     (role,) = of_kind(objects, "ClusterRole")
     return rule_triples(role), {r["metadata"]["namespace"]: rule_triples(r) for r in of_kind(objects, "Role")}
 
@@ -398,6 +407,11 @@ def test_namespaces_mode_grants_only_what_was_used(namespaced_requests: list[Req
         seen = watched_use if namespace in WATCHED else used_where.get(namespace, set())
         unused[f"the Role in {namespace}"] = granted - seen - set(NOT_EXERCISED)
     assert not any(unused.values()), f"rules no scenario needed: { {k: sorted(v) for k, v in unused.items() if v} }"
+
+
+def _template(cluster: Cluster) -> dict[str, str]:
+    data = cluster.core.read_namespaced_secret(TEMPLATE, ARGOCD).data or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
 
 def _equal(actual: object, expected: object) -> None:

@@ -64,26 +64,31 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 The namespaces in which namespaces mode needs a Role, as a JSON object
-{namespace: {"watched": bool, "events": bool, "sources": bool, "store": bool}}:
-the watched ones, the events namespace, the namespaces of the credentials' source Secrets and the
-release namespace (the operator's token store).
+{namespace: {"watched": bool, "events": bool, "sources": bool, "store": bool, "argocd": bool}}:
+the watched ones, the events namespace, the namespaces of the credentials' source Secrets, the
+release namespace (the operator's token store) and Argo CD's namespaces (repository credential templates).
 */}}
 {{- define "regcred-operator.roleNamespaces" -}}
 {{- $out := dict }}
 {{- range .Values.watchNamespaces }}
-{{- $_ := set $out . (dict "watched" true "events" false "sources" false "store" false) }}
+{{- $_ := set $out . (dict "watched" true "events" false "sources" false "store" false "argocd" false) }}
 {{- end }}
-{{- $store := get $out .Release.Namespace | default (dict "watched" false "events" false "sources" false "store" false) }}
+{{- $store := get $out .Release.Namespace | default (dict "watched" false "events" false "sources" false "store" false "argocd" false) }}
 {{- $_ := set $store "store" true }}
 {{- $_ := set $out .Release.Namespace $store }}
 {{- $events := .Values.settings.eventsNamespace }}
-{{- $entry := get $out $events | default (dict "watched" false "events" false "sources" false "store" false) }}
+{{- $entry := get $out $events | default (dict "watched" false "events" false "sources" false "store" false "argocd" false) }}
 {{- $_ := set $entry "events" true }}
 {{- $_ := set $out $events $entry }}
 {{- $sources := .Values.rbac.sourceSecretNamespaces | default (list .Release.Namespace) }}
 {{- range $sources }}
-{{- $entry := get $out . | default (dict "watched" false "events" false "sources" false "store" false) }}
+{{- $entry := get $out . | default (dict "watched" false "events" false "sources" false "store" false "argocd" false) }}
 {{- $_ := set $entry "sources" true }}
+{{- $_ := set $out . $entry }}
+{{- end }}
+{{- range .Values.rbac.argocdNamespaces }}
+{{- $entry := get $out . | default (dict "watched" false "events" false "sources" false "store" false "argocd" false) }}
+{{- $_ := set $entry "argocd" true }}
 {{- $_ := set $out . $entry }}
 {{- end }}
 {{- toJson $out }}

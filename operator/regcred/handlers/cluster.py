@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, argocd
 from regcred import dockerconfig as dc
 from regcred.view import concerned_by_account, concerned_by_namespace
 
@@ -48,7 +48,11 @@ async def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: ko
         return
     # Intact means: holds what the operator serves now, or what its pass in flight writes (its own record),
     # whatever the annotations claim: so its own writes do not wake it again.
-    content = dc.decode_data(body)
-    intact = content is not None and memo["runtime"].reconciler.served.holds(credential, dc.content_hash(content))
+    served = memo["runtime"].reconciler.served
+    if argocd.is_output(body):  # an Argo CD template (regcred.argocd)
+        intact = served.holds_output(credential, argocd.secret_hash(body))
+    else:
+        content = dc.decode_data(body)
+        intact = content is not None and served.holds(credential, dc.content_hash(content))
     if event.get("type") == "DELETED" or not intact:
         memo["runtime"].wakeups.kick(credential)

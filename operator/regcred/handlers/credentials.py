@@ -61,7 +61,7 @@ async def notice_spec_change(name: str, body: kopf.Body, memo: kopf.Memo, **_: A
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def remove_written_objects(name: str, memo: kopf.Memo, **_: Any) -> None:
+async def remove_written_objects(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Delete the credential's Secrets and its ServiceAccount entries before the finalizer goes."""
     runtime: Runtime = memo["runtime"]
-    await asyncio.to_thread(runtime.reconciler.cleanup, name)
+    await asyncio.to_thread(runtime.reconciler.cleanup, name, copy.deepcopy(dict(body)))

@@ -83,3 +83,18 @@ def test_www_authenticate_is_parsed_in_linear_time(header: str) -> None:
         assert challenge.scheme == challenge.scheme.lower()
         assert all(isinstance(value, str) for value in challenge.params.values())
     assert time.monotonic() - started < BOUND_SECONDS
+
+
+def test_a_redirect_whose_body_cannot_be_read_twice_is_an_answer_not_a_crash() -> None:
+    """Seen once by the fuzzer under load: requests re-reads a redirect's body that failed to decode, and urllib3 2
+    raises RuntimeError for that read."""
+    client, _ = session([(200, [], b"{}")])
+
+    def request(*_: object, **__: object) -> None:
+        raise RuntimeError("Calling read(decode_content=False) is not supported after read(decode_content=True) "
+                           "was called.")
+
+    client.request = request  # type: ignore[method-assign,assignment]
+    result = Prober(session=client).probe(IMAGE, ("puller", PASSWORD))
+    check(result)
+    assert "redirect whose body could not be read" in result.detail

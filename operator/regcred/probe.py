@@ -629,6 +629,13 @@ class _Run:
         except requests.exceptions.RequestException as exc:
             self.note(f"{method} {shown}{sent} → {_transport_reason(exc)}")
             raise _Done(self.transport_failure(exc, url, what)) from None
+        except RuntimeError:
+            # Following a redirect, requests drains the redirect's body and, when decoding it fails, reads it again
+            # undecoded (sessions.py, resolve_redirects), which urllib3 2 refuses once it has decoded part of it.
+            self.note(f"{method} {shown}{sent} → a redirect whose body could not be read")
+            host = urllib.parse.urlsplit(url).netloc
+            detail = _sentence(f"{host} answered with a redirect whose body could not be read", "")
+            raise _Done(self.result(Verdict.OTHER, None, detail)) from None
         except ValueError:
             # requests parses a redirect's Location even when it does not follow it: "http://[" raises.
             self.note(f"{method} {shown}{sent} → a redirect to a URL that does not parse")

@@ -41,7 +41,7 @@ from azure.identity import (
 from google.auth import jwt as google_jwt
 
 from regcred.models import AcrSpec, SecretRef
-from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
+from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,6 @@ class _Identity(NamedTuple):
     if_rejected: str
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 class AcrProvider:
     """Mints an ACR refresh token for the spec's registry from an Entra ID identity."""
 
@@ -100,7 +96,7 @@ class AcrProvider:
         authority_host: str | None = None,
         exchange_url: str | None = None,
         session: requests.Session | None = None,
-        clock: Callable[[], datetime.datetime] = _utcnow,
+        clock: Callable[[], datetime.datetime] = utcnow,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         """

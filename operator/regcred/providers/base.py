@@ -77,3 +77,8 @@ class Provider(Protocol):
     def expiry_notice(self, expires_at: datetime.datetime | None, now: datetime.datetime) -> str | None:
         """A sentence for status about a user-managed token's expiry (soon, never, unknown), or None."""
         ...
+
+
+def utcnow() -> datetime.datetime:
+    """The providers' default clock (a test gives its own)."""
+    return datetime.datetime.now(datetime.UTC)

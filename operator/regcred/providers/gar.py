@@ -32,7 +32,7 @@ from google.auth import impersonated_credentials
 from google.oauth2 import service_account
 
 from regcred.models import GarSpec, SecretRef
-from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token
+from regcred.providers.base import InvalidSourceSecret, ProviderError, SecretReader, Token, utcnow
 from regcred.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -114,10 +114,6 @@ class _Identity(NamedTuple):
     source_hosts: frozenset[str] = frozenset()
 
 
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 class GarProvider:
     """Mints a Google access token (username ``oauth2accesstoken``) for the spec's registry hosts."""
 
@@ -130,7 +126,7 @@ class GarProvider:
         iam_endpoint_override: str | None = None,
         sts_endpoint_override: str | None = None,
         request: google.auth.transport.Request | None = None,
-        clock: Callable[[], datetime.datetime] = _utcnow,
+        clock: Callable[[], datetime.datetime] = utcnow,
         credential_sources: Iterable[str] | None = None,
     ) -> None:
         """

@@ -572,3 +572,18 @@ def test_cel_rules_are_in_place(schema: dict[str, Any]) -> None:
             # Balanced brackets: the cheapest syntax check available without a CEL compiler.
             for opening, closing in ("()", "[]"):
                 assert rule["rule"].count(opening) == rule["rule"].count(closing), rule
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Refuses a mapping key given twice: PyYAML keeps the last one silently, Go's YAML decoders may refuse the file."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        assert not repeated, f"keys given twice at line {node.start_mark.line + 1}: {repeated}"
+        return super().construct_mapping(node, deep=deep)
+
+
+@pytest.mark.parametrize("path", [CRD_PATH, *sorted(EXAMPLES_DIR.glob("*.yaml"))], ids=lambda p: p.name)
+def test_no_key_is_given_twice(path: Path) -> None:
+    list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_StrictLoader))

@@ -354,7 +354,6 @@ class Reconciler:
         self.reporter.publish(credential, conditions, fields)
         return Outcome(wake_at=now + delay)
 
-
     def _api_failed(self, credential: Mapping[str, Any], error: KubeError, now: datetime.datetime) -> Outcome:
         """A read the reconciliation needs failed (listing namespaces, Secrets or ServiceAccounts): one line in
         the log, Ready=False saying so, and another try in seconds. What is written stays as it is."""
@@ -368,9 +367,6 @@ class Reconciler:
         return Outcome(wake_at=now + delay)
 
 
-    # -- ServiceAccounts ------------------------------------------------------------------------------
-
-
 def _parse_verify_image(spec: CredentialSpec) -> ImageRef | None:
     if spec.verify_image is None:
         return None
@@ -382,8 +378,6 @@ def _parse_verify_image(spec: CredentialSpec) -> ImageRef | None:
 
 def _credential_selector(name: str) -> str:
     return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{CREDENTIAL_LABEL}={name}"
-
-
 
 
 def _changes(minted: Token | None, actions: list[SecretAction], failed: list[FailedNamespace],

@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.providers.google_server import verify_rs256
+from tests.providers.local_server import QuietHandler
 from tests.registry.harness import make_server_tls, make_signing_key
 
 ACR_SCOPE = "https://containerregistry.azure.net/.default"
@@ -222,7 +223,7 @@ def _json(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def _serve(self) -> None:
@@ -237,18 +238,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             form={key: values[0] for key, values in urllib.parse.parse_qs(body.decode()).items()},
         )
         status, headers, payload = fake.handle(seen)
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.reply(status, headers, payload)
 
     do_GET = _serve
     do_POST = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def handle(self) -> None:
         with contextlib.suppress(ssl.SSLError, ConnectionError):  # a client that does not trust the certificate

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-import http.server
 import json
 import re
 import secrets
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from tests.providers.local_server import serving
+from tests.providers.local_server import QuietHandler, serving
 
 TARGET = "SpencerFrontendService.GetAuthorizationToken"
 _SCOPE = re.compile(r"Credential=([^/,\s]+)/\d{8}/([^/]+)/([^/]+)/aws4_request")
@@ -81,7 +80,7 @@ def _error(code: str, message: str) -> bytes:
     return json.dumps({"__type": code, "message": message}).encode()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     ecr: FakeEcrPublic  # set on a subclass per server
 
     def do_POST(self) -> None:
@@ -89,15 +88,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if length:
             self.rfile.read(length)
         status, payload = self.ecr.handle({name.lower(): value for name, value in self.headers.items()})
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("x-amzn-RequestId", "00000000-0000-4000-8000-000000000000")
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        self.reply(status, {"Content-Type": "application/x-amz-json-1.1",
+                            "x-amzn-RequestId": "00000000-0000-4000-8000-000000000000"}, payload)
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import http.server
 import json
 import secrets
 from collections.abc import Iterator, Mapping
@@ -24,7 +23,7 @@ from typing import Any
 from google.auth import exceptions as google_exceptions
 from google.auth import jwt as google_jwt
 
-from tests.providers.local_server import serving
+from tests.providers.local_server import QuietHandler, serving
 
 ONE_HOUR = datetime.timedelta(hours=1)
 
@@ -141,7 +140,7 @@ class FakeGitHub:
         )
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     github: FakeGitHub  # set on a subclass per server
 
     def _answer(self) -> None:
@@ -151,19 +150,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         status, answer_headers, body = self.github.handle(self.command, self.path, headers)
         payload = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in answer_headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(payload)
+        self.reply(status, {"Content-Type": "application/json; charset=utf-8", **answer_headers}, payload)
 
     do_GET = _answer
     do_POST = _answer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @contextmanager

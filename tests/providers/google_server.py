@@ -24,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from tests.providers.local_server import QuietHandler
+
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -294,7 +296,7 @@ def _json(
     return status, {**(headers or {}), "Content-Type": "application/json"}, json.dumps(body).encode()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     protocol_version = "HTTP/1.1"
 
     def _serve(self) -> None:
@@ -309,18 +311,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body=body,
         )
         status, headers, payload = fake.handle(seen, urllib.parse.parse_qs(parts.query))
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.reply(status, headers, payload)
 
     do_GET = _serve
     do_POST = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 def running() -> Iterator[FakeGoogle]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 
@@ -22,3 +22,18 @@ def serving(handler: type[http.server.BaseHTTPRequestHandler], name: str) -> Ite
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A stand-in's request handler: no access log on stderr, and one way to send a whole answer."""
+
+    def reply(self, status: int, headers: Mapping[str, str], payload: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

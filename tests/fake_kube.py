@@ -17,21 +17,19 @@ from typing import Any
 from regcred.kube import KubeError
 from regcred.providers.base import SourceSecretNotFound
 from regcred_sandbox.patches import merge_patch  # RFC 7386, as the emulated API server applies it
+from regcred_sandbox.selectors import LabelSelector
 
 MAX_SECRET_BYTES = 1024 * 1024  # the API server's limit on a Secret's data
 
 
 def _selected(labels: Mapping[str, Any], selector: str) -> bool:
-    for term in filter(None, selector.split(",")):
-        key, _, value = term.partition("=")
-        if labels.get(key) != value:
-            return False
-    return True
+    return LabelSelector.parse(selector).matches({"metadata": {"labels": labels}})
 
 
 class FakeKube:
     def __init__(self, namespaces: list[dict[str, Any]] | None = None) -> None:
         self.namespaces = namespaces or []
+        self.credentials: list[dict[str, Any]] = []  # RegistryCredential bodies, for list_credentials
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.service_accounts: dict[tuple[str, str], dict[str, Any]] = {}
         self.status: dict[str, dict[str, Any]] = {}
@@ -63,6 +61,9 @@ class FakeKube:
 
     def list_namespaces(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.namespaces)
+
+    def list_credentials(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.credentials)
 
     def list_secrets(self, *, label_selector: str, also: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
         with self._lock:

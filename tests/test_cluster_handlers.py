@@ -11,12 +11,16 @@ from typing import Any
 import kopf
 
 from regcred import dockerconfig as dc
+from regcred.clock import ManualClock
 from regcred.fanout import SecretContent, attach_update
 from regcred.handlers.cluster import managed_secret_changed, service_account_changed
 from regcred.models import parse_credential
 from regcred.providers import Token
+from regcred.reconcile import Reconciler
 from regcred.serving import Serving, ServingRegistry
 from regcred.view import ClusterView
+from tests.fake_kube import FakeKube
+from tests.reconcile_scene import SETTINGS
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
 SPEC = parse_credential("hub", {
@@ -38,8 +42,9 @@ class Wakeups:
 
 
 def runtime(served: ServingRegistry) -> Any:
-    return types.SimpleNamespace(reconciler=types.SimpleNamespace(served=served, view=ClusterView()),
-                                 wakeups=Wakeups(), settings=types.SimpleNamespace(watch_namespaces=()))
+    reconciler = Reconciler(FakeKube(), SETTINGS, ManualClock(NOW))  # type: ignore[arg-type]
+    reconciler.served = served
+    return types.SimpleNamespace(reconciler=reconciler, wakeups=Wakeups(), settings=SETTINGS)
 
 
 def secret_event(secret: dict[str, Any], served: ServingRegistry) -> list[str]:
@@ -93,11 +98,12 @@ def test_the_credentials_own_events_do_not_wake_it_only_a_new_generation_does() 
     wakeups = Wakeups()
     wake = wakeups.register("hub")
     wakeups.taken("hub", 1)  # the loop took generation 1 up (and is applying it)
-    memo = kopf.Memo(runtime=types.SimpleNamespace(wakeups=wakeups))
+    memo = kopf.Memo(runtime=types.SimpleNamespace(wakeups=wakeups, reconciler=types.SimpleNamespace(
+        view=ClusterView())))
 
     def event(generation: int, status: dict[str, Any]) -> bool:
         body = kopf.Body({"metadata": {"name": "hub", "generation": generation}, "status": status})
-        asyncio.run(notice_spec_change(name="hub", body=body, memo=memo))
+        asyncio.run(notice_spec_change(event={"type": "MODIFIED"}, name="hub", body=body, memo=memo))
         woken = wake.is_set()
         wake.clear()
         return woken

@@ -172,15 +172,16 @@ def failure_timing(
 # -- the credential in place, as the operator and `regcred doctor` both read it --------------------------------
 
 
-def secret_in_place(secret: Mapping[str, Any] | None, revision: str | None) -> bool:
-    """Whether the namespace's Secret holds this revision, judged by its content (a tenant can write the
-    annotations of its copy); with revision None, whether it holds content as the operator wrote it (the
-    content and its content-hash annotation agree)."""
+def secret_in_place(secret: Mapping[str, Any] | None, revision: str | None, hosts: Sequence[str] = ()) -> bool:
+    """Whether the namespace's Secret holds this revision of the entries of these hosts (a Secret may hold other
+    credentials' entries too, regcred.shared), judged by its content (a tenant can write the annotations of
+    its copy); with revision None, whether it holds content as the operator wrote it (the content and its
+    content-hash annotation agree)."""
     content = dc.decode_data(secret or {})
     if content is None:
         return False
     if revision is not None:
-        return dc.content_hash(content) == revision
+        return (dc.member_revision(content, hosts) if hosts else dc.content_hash(content)) == revision
     written = (((secret or {}).get("metadata") or {}).get("annotations") or {}).get(CONTENT_HASH_ANNOTATION)
     return written == dc.content_hash(content)
 

@@ -453,14 +453,20 @@ class Doctor:
         for body, spec in self._credentials:
             secret, _error = self._read_secret(namespace, spec.secret_name)
             labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
+            # Credentials that name the same Secret share it (regcred.shared): its label names one of them.
+            sharing = {other.name for _, other in self._credentials if other.secret_name == spec.secret_name}
             if secret is None or labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE or \
-                    labels.get(CREDENTIAL_LABEL) != spec.name or argocd.is_output(secret):
+                    labels.get(CREDENTIAL_LABEL) not in sharing or argocd.is_output(secret):
                 continue  # not this credential's pull Secret (an Argo CD template is no pull Secret either)
             auths = _auths(secret, str(secret.get("type") or ""))
             hosts = tuple(sorted(auths))
+            if len(sharing) > 1:  # only its own entries: the registries its status names
+                registries = (body.get("status") or {}).get("registries")
+                hosts = tuple(h for h in hosts if isinstance(registries, list) and h in registries)
             credentials = _credentials(auths[hosts[0]]) if hosts else None
             content = dc.decode_data(secret)  # the revision is what it holds, whatever its annotations say
-            revision = dc.content_hash(content) if content is not None else None
+            revision = (dc.member_revision(content, hosts) if len(sharing) > 1 else dc.content_hash(content)) \
+                if content is not None else None
             since = revision_reached(parse_time((body.get("status") or {}).get("lastRefreshTime")), secret)
             found.append(Serving(spec.name, spec, body, secret, hosts,
                                  str(revision)[:MAX_FIELD] if revision else None, since, credentials))

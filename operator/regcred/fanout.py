@@ -20,6 +20,8 @@ EXPIRATION_ANNOTATION = f"{GROUP}/expiration-time"
 MINTED_ANNOTATION = f"{GROUP}/minted-time"
 CONTENT_HASH_ANNOTATION = f"{GROUP}/content-hash"
 PROVIDER_HASH_ANNOTATION = f"{GROUP}/provider-hash"
+# On a pull Secret that several credentials compose (regcred.shared): which ones, for people (never read back).
+SHARED_BY_ANNOTATION = f"{GROUP}/shared-by"
 # On ServiceAccounts: which credential added which imagePullSecrets entry, so that only those are removed.
 ATTACHED_ANNOTATION = f"{GROUP}/attached-secrets"
 # On the Secrets a credential writes besides its pull Secrets (regcred.argocd): what they are for. The pull
@@ -45,7 +47,8 @@ def parse_time(value: object) -> datetime.datetime | None:
 
 @dataclasses.dataclass(frozen=True)
 class SecretContent:
-    """What every target namespace's Secret must hold for one credential right now."""
+    """What a pull Secret must hold right now: one credential's token, or the entries of the credentials that
+    share its name in that namespace (regcred.shared; ``credential`` is then the first of them by name)."""
 
     credential: str
     secret_name: str
@@ -53,6 +56,10 @@ class SecretContent:
     provider_hash: str
     minted_at: datetime.datetime
     expires_at: datetime.datetime | None
+    # The credentials whose Secret of this name it is (any of them may be the one its label names), and
+    # those whose entries it holds when more than one.
+    members: frozenset[str] = frozenset()
+    shared_by: tuple[str, ...] = ()
 
     @property
     def labels(self) -> dict[str, str]:
@@ -72,6 +79,8 @@ class SecretContent:
         }
         if self.expires_at is not None:
             annotations[EXPIRATION_ANNOTATION] = format_time(self.expires_at)
+        if len(self.shared_by) > 1:
+            annotations[SHARED_BY_ANNOTATION] = ",".join(self.shared_by)
         return annotations
 
     secret_type = dc.SECRET_TYPE
@@ -79,8 +88,8 @@ class SecretContent:
     def owns(self, existing: Mapping[str, Any]) -> bool:
         """Whether an existing Secret is this credential's pull Secret (not another's, nor its Argo CD output)."""
         labels = (existing.get("metadata") or {}).get("labels") or {}
-        return (labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and labels.get(CREDENTIAL_LABEL) == self.credential
-                and OUTPUT_LABEL not in labels)
+        return (labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and OUTPUT_LABEL not in labels
+                and labels.get(CREDENTIAL_LABEL) in (self.members or {self.credential}))
 
     def repair(self, existing: Mapping[str, Any]) -> dict[str, Any] | None:
         return diff_secret(self, existing)
@@ -105,9 +114,11 @@ class SecretAction:
     verb: str  # create | patch | delete | recreate
     namespace: str
     name: str
-    # The merge patch for patch. Create and recreate build the body from the desired content when they write:
-    # a plan over thousands of namespaces does not hold thousands of bodies.
+    # The merge patch for patch, or the body for create and recreate when there is no ``content``.
     body: Mapping[str, Any] | None = None
+    # What a pull Secret must hold: create and recreate build its body when they write (a plan over thousands
+    # of namespaces holds no bodies, and namespaces with the same content share one object).
+    content: SecretContent | None = None
 
 
 def diff_secret(desired: SecretContent, existing: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -124,7 +135,8 @@ def merge_patch(existing: Mapping[str, Any], labels: Mapping[str, str], annotati
     patch: dict[str, Any] = {}
     wanted_labels = {k: v for k, v in labels.items() if have_labels.get(k) != v}
     wanted_annotations = {k: v for k, v in annotations.items() if have_annotations.get(k) != v}
-    stale_annotations = {k: None for k in (EXPIRATION_ANNOTATION,) if k in have_annotations and k not in annotations}
+    stale_annotations = {k: None for k in (EXPIRATION_ANNOTATION, SHARED_BY_ANNOTATION)
+                         if k in have_annotations and k not in annotations}
     if wanted_labels:
         patch.setdefault("metadata", {})["labels"] = wanted_labels
     if wanted_annotations or stale_annotations:
@@ -144,26 +156,44 @@ def plan_secrets(
     (no token could be had), nothing is created or changed, and only unwanted Secrets are deleted.
     """
     targets = set(target_namespaces)
+    if desired is None:
+        return [SecretAction("delete", *_where(secret)) for secret in managed if _where(secret)[0] not in targets]
+    return plan_composed(desired.credential, desired.secret_name, dict.fromkeys(targets, desired), managed)
+
+
+def plan_composed(credential: str, secret_name: str, wanted: Mapping[str, SecretContent],
+                  managed: Iterable[Mapping[str, Any]]) -> list[SecretAction]:
+    """Create or patch the Secret named ``secret_name`` where it differs from what ``wanted`` says for its
+    namespace; delete it where nothing is wanted, and the credential's Secrets of other names.
+
+    `managed` is every pull Secret labelled with this credential or with one that shares the name (one LIST);
+    another credential's Secrets of other names are its own business.
+    """
     actions: list[SecretAction] = []
     present: set[str] = set()
     for secret in managed:
-        metadata = secret.get("metadata") or {}
-        namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
-        wanted = namespace in targets and desired is not None and name == desired.secret_name
-        if not wanted and (namespace not in targets or desired is not None):
+        namespace, name = _where(secret)
+        if name != secret_name:
+            if ((secret.get("metadata") or {}).get("labels") or {}).get(CREDENTIAL_LABEL) == credential:
+                actions.append(SecretAction("delete", namespace, name))
+            continue
+        desired = wanted.get(namespace)
+        if desired is None:
             actions.append(SecretAction("delete", namespace, name))
             continue
         present.add(namespace)
-        if desired is None:
-            continue
         if secret.get("type") != dc.SECRET_TYPE:  # the type is immutable: only a new Secret can fix it
-            actions.append(SecretAction("recreate", namespace, name))
+            actions.append(SecretAction("recreate", namespace, name, content=desired))
         elif (patch := diff_secret(desired, secret)) is not None:
-            actions.append(SecretAction("patch", namespace, name, patch))
-    if desired is not None:
-        for namespace in sorted(targets - present):
-            actions.append(SecretAction("create", namespace, desired.secret_name))
+            actions.append(SecretAction("patch", namespace, name, patch, content=desired))
+    for namespace in sorted(set(wanted) - present):
+        actions.append(SecretAction("create", namespace, secret_name, content=wanted[namespace]))
     return actions
+
+
+def _where(secret: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = secret.get("metadata") or {}
+    return metadata.get("namespace", ""), metadata.get("name", "")
 
 
 def attached_by(service_account: Mapping[str, Any]) -> dict[str, str]:
@@ -207,7 +237,9 @@ def attach_update(
         if all(e.get("name") != secret_name for e in entries):
             entries.append({"name": secret_name})
             owned[credential] = secret_name
-        elif previously == secret_name:
+        elif previously == secret_name or secret_name in owned.values():
+            # An entry another credential added for the same Secret (one they share, regcred.shared) is claimed
+            # too: it stays when that credential goes.
             owned[credential] = secret_name
     if entries == listed and owned == attached_by(service_account):
         return None

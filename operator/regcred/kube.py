@@ -144,6 +144,9 @@ class KubeApi:
     def list_namespaces(self) -> Iterator[dict[str, Any]]:
         return self.iter_all("/api/v1/namespaces")
 
+    def list_credentials(self) -> Iterator[dict[str, Any]]:
+        return self.iter_all(f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+
     def list_namespaced_collection(self, plural: str, **query: str) -> list[dict[str, Any]]:
         """A core collection across the served namespaces: one cluster-wide LIST, or one per namespace."""
         return list(self.iter_namespaced_collection(plural, **query))

@@ -20,7 +20,7 @@ from regcred import dockerconfig as dc
 from regcred.accounts import AccountWriter
 from regcred.clock import Clock
 from regcred.config import Settings
-from regcred.fanout import SecretAction, SecretContent, format_time, plan_secrets
+from regcred.fanout import SecretAction, format_time, plan_composed
 from regcred.imageref import ImageRef, InvalidImageReference
 from regcred.kube import KubeApi, KubeError
 from regcred.models import CredentialSpec, SpecError, force_sync_request, parse_credential
@@ -29,6 +29,7 @@ from regcred.providers import Provider, ProviderError, Token, provider_for
 from regcred.redact import HELD
 from regcred.report import Reporter, minted_event, token_message
 from regcred.serving import CredentialLocks, Serving, ServingRegistry
+from regcred.shared import Composer, Contribution, conflict_message
 from regcred.status import (
     CREDENTIAL_REJECTED,
     MAX_FAILED_NAMESPACES,
@@ -40,6 +41,7 @@ from regcred.status import (
     FailedNamespace,
     summarise_failures,
 )
+from regcred.store import StoredToken
 from regcred.tokens import ProviderFactory, TokenSource, VerificationFailed, next_mint, provider_hash, still_valid
 from regcred.view import ClusterView, selected
 from regcred.writer import SecretWriter, WriteBackoff
@@ -83,6 +85,7 @@ class Reconciler:
         self.writer = SecretWriter(kube, settings)
         self.backoff = WriteBackoff(clock, rng)  # passes whose writes or reads failed, and Retry-After
         self._locks = CredentialLocks()  # one reconciliation or cleanup at a time per credential
+        self._sharing = CredentialLocks()  # and per pull Secret name, taken after the credential's
         self.reporter = Reporter(kube, settings, clock, self._locks)
         self.served = ServingRegistry()
         self._full_at: dict[str, datetime.datetime] = {}  # the last pass that LISTed namespaces and accounts
@@ -119,7 +122,8 @@ class Reconciler:
             return Outcome(wake_at=now + self.settings.resync_interval)
 
         try:
-            return self._serve(name, credential, spec, provider, verify_image, now)
+            with self._sharing(spec.secret_name):  # credentials sharing a Secret take turns (regcred.shared)
+                return self._serve(name, credential, spec, provider, verify_image, now)
         except KubeError as error:  # a read the pass depends on failed: only this credential waits, briefly
             return self._api_failed(credential, error, now)
 
@@ -131,12 +135,17 @@ class Reconciler:
         full = last_full is None or now - last_full >= self.settings.resync_interval - _FULL_PASS_SLACK
         if full:
             self.view.refresh("namespaces", self.kube.list_namespaces, now, self._shared_list_age)
+            self.view.refresh("credentials", self.kube.list_credentials, now, self._shared_list_age)
         targets = sorted(ns.name for ns in self.view.namespaces()
                          if selected(spec, ns, self.settings.watch_namespaces))
         published_status = self.reporter.published(credential)
-        # One LIST finds the pull Secrets and the Argo CD templates (in namespaces mode, also where those are).
+        sharing = [other for other in self.view.sharing(spec.secret_name) if other.name != name]
+        # One LIST finds the pull Secrets (those of the credentials sharing its Secret's name too) and the Argo CD
+        # templates (in namespaces mode, also where those are).
         managed, outputs = argocd.split(self.kube.list_secrets(
-            label_selector=_credential_selector(name), also=argocd.namespaces(spec.argocd, published_status)))
+            label_selector=_credential_selector(name, *(other.name for other in sharing)),
+            also=argocd.namespaces(spec.argocd, published_status)))
+        outputs = [o for o in outputs if ((o.get("metadata") or {}).get("labels") or {}).get(CREDENTIAL_LABEL) == name]
         phash = provider_hash(credential.get("spec") or {})
 
         verification: dict[str, Any] = {}
@@ -168,18 +177,19 @@ class Reconciler:
         if minted:
             self.reporter.refreshed(name)
 
-        desired = SecretContent(
-            credential=name, secret_name=spec.secret_name, content=held.content, provider_hash=phash,
-            minted_at=held.minted_at, expires_at=held.token.expires_at,
-        )
-        actions = plan_secrets(desired, targets, managed)
+        composer = self._composer(spec, Contribution(spec, StoredToken(held.content, phash, held.minted_at,
+                                                                   held.token.expires_at)), sharing)
+        listed = {(s.get("metadata") or {}).get("namespace", "") for s in managed
+                  if (s.get("metadata") or {}).get("name") == spec.secret_name}
+        actions = plan_composed(name, spec.secret_name, composer.wanted(name, targets, listed), managed)
+        host_conflicts = composer.conflicts(name)
         templates = argocd.desired(name, spec.argocd, held.token, held.minted_at, held.token.expires_at)
         template_actions = argocd.plan(templates, outputs)
         revision = dc.content_hash(held.content)
         # Until the pass ends, the watch events of its own writes are known for what they are (no self-wake).
         self.served.begin(name, revision, frozenset(targets), templates.revisions)
         try:
-            failed, synced_targets, accounts_changed = self._write(spec, desired, actions, targets, full, now)
+            failed, synced_targets, accounts_changed = self._write(spec, actions, targets, full, now)
             template_failures = self.writer.apply(template_actions, name, templates)
         except BaseException:
             self.served.end(name)
@@ -205,6 +215,9 @@ class Reconciler:
         ready = Condition(READY, synced.status, "Ready" if synced.status == "True" else synced.reason,
                           "Pull secrets are up to date in every selected namespace."
                           if synced.status == "True" else synced.message)
+        if host_conflicts and ready.status == "True":  # some pods may get the other credential's entry
+            ready = Condition(READY, "False", "HostConflict",
+                              conflict_message(name, spec.secret_name, host_conflicts))
         if template_failures and ready.status == "True":  # Argo CD cannot pull charts with it: not ready either
             first = template_failures[0]
             ready = Condition(READY, "False", "ArgoCdSecretConflict" if first.reason == "SecretConflict"
@@ -267,7 +280,7 @@ class Reconciler:
             wake_at = min(wake_at, mint_at)
         return Outcome(wake_at=wake_at, writes=writes)
 
-    def _write(self, spec: CredentialSpec, desired: SecretContent, actions: list[SecretAction], targets: list[str],
+    def _write(self, spec: CredentialSpec, actions: list[SecretAction], targets: list[str],
                full: bool, now: datetime.datetime) -> tuple[list[FailedNamespace], list[str], int]:
         """Write the Secrets, then the ServiceAccounts: the failures, where the Secret is in place, how many
         accounts changed."""
@@ -276,7 +289,7 @@ class Reconciler:
         # being created or deleted, until that is done.
         pending = {action.namespace for action in actions if action.verb in ("create", "recreate", "delete")}
         self.accounts.narrow(spec, (ns for ns in targets if ns not in pending))
-        failed = self.writer.apply(actions, name, desired, done=lambda action: self.accounts.offer(
+        failed = self.writer.apply(actions, name, done=lambda action: self.accounts.offer(
             name, action.namespace) if action.verb in ("create", "recreate") else None)
         failed_names = {f.namespace for f in failed}
         synced_targets = [ns for ns in targets if ns not in failed_names]
@@ -289,6 +302,43 @@ class Reconciler:
         failed.extend(account_failures)
         return failed, synced_targets, accounts_changed
 
+    def _composer(self, spec: CredentialSpec, own: Contribution | None, sharing: list[CredentialSpec], *,
+                  read: bool = True) -> Composer:
+        """The composition of the Secrets named like ``spec``'s: its own token (``own``; None: it gives nothing, as
+        in its cleanup) and what each credential sharing the name serves (``read``: its store record may be read
+        from the cluster; not from the event loop)."""
+        contributions = [own] if own is not None else []
+        for other in sharing:
+            served = self.tokens.served(other.name, read=read)
+            if served is not None:
+                contributions.append(Contribution(other, served))
+        namespaces = {ns.name: ns for ns in self.view.namespaces()} if sharing else {}
+        return Composer(spec.secret_name, contributions, [spec.name, *(other.name for other in sharing)],
+                        namespaces, self.settings.watch_namespaces)
+
+    def concerned_by_secret(self, body: Mapping[str, Any], deleted: bool) -> list[str]:
+        """The credentials a watch event of a written Secret must wake: those whose Secret was deleted, or edited
+        by someone else. Intact means: holds what is served now, or what a pass in flight writes (the operator's
+        own record, whatever the annotations claim), so that its own writes wake nobody."""
+        metadata = body.get("metadata") or {}
+        credential = (metadata.get("labels") or {}).get(CREDENTIAL_LABEL)
+        if not credential:
+            return []
+        if argocd.is_output(body):  # an Argo CD template (regcred.argocd)
+            intact = self.served.holds_output(credential, argocd.secret_hash(body))
+            return [credential] if deleted or not intact else []
+        content = dc.decode_data(body)
+        sharing = self.view.sharing(str(metadata.get("name", "")))
+        if len(sharing) < 2:
+            intact = content is not None and self.served.holds(credential, dc.content_hash(content))
+            return [credential] if deleted or not intact else []
+        # A shared Secret: intact when it holds what the records compose there now (the records change before a
+        # pass writes, so its own writes match).
+        composer = self._composer(sharing[0], None, sharing, read=False)
+        expected = composer.content(composer.contributors(str(metadata.get("namespace", ""))))
+        intact = content is not None and expected is not None and content == expected.content
+        return sorted({credential, *(s.name for s in sharing)}) if deleted or not intact else []
+
     def cleanup(self, name: str, credential: Mapping[str, Any] | None = None) -> None:
         """Remove everything a credential wrote: its Secrets (pull Secrets and Argo CD templates, found where its
         spec or status says in namespaces mode) and its ServiceAccount entries."""
@@ -298,14 +348,25 @@ class Reconciler:
 
     def _cleanup(self, name: str, credential: Mapping[str, Any]) -> None:
         try:
-            spec = parse_credential(name, credential.get("spec") or {}).argocd
+            spec: CredentialSpec | None = parse_credential(name, credential.get("spec") or {})
         except SpecError:
             spec = None
-        where = argocd.namespaces(spec, credential.get("status") or {})
-        managed = self.kube.list_secrets(label_selector=_credential_selector(name), also=where)
-        actions = [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in managed]
-        self.accounts.withdraw(name)
-        self.writer.apply(actions, name)
+        where = argocd.namespaces(spec.argocd if spec else None, credential.get("status") or {})
+        self.view.refresh("credentials", self.kube.list_credentials, self.clock.now(), self._shared_list_age)
+        sharing = [o for o in self.view.sharing(spec.secret_name) if o.name != name] if spec is not None else []
+        with self._sharing(spec.secret_name if spec is not None else ""):
+            pull, outputs = argocd.split(self.kube.list_secrets(
+                label_selector=_credential_selector(name, *(other.name for other in sharing)), also=where))
+            if spec is not None and sharing:  # its entries leave the Secrets it shares; the others' stay
+                composer = self._composer(spec, None, sharing)
+                listed = {s["metadata"]["namespace"] for s in pull if s["metadata"]["name"] == spec.secret_name}
+                actions = plan_composed(name, spec.secret_name, composer.wanted(name, (), listed), pull)
+            else:
+                actions = [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in pull]
+            actions += [SecretAction("delete", s["metadata"]["namespace"], s["metadata"]["name"]) for s in outputs
+                        if s["metadata"].get("labels", {}).get(CREDENTIAL_LABEL) == name]
+            self.accounts.withdraw(name)
+            self.writer.apply(actions, name)
         self.view.refresh("serviceaccounts", self.kube.list_service_accounts, self.clock.now(),
                           self._shared_list_age)
         self.accounts.detach_everywhere(name)
@@ -376,8 +437,11 @@ def _parse_verify_image(spec: CredentialSpec) -> ImageRef | None:
         raise SpecError(f"spec.verify.image {spec.verify_image!r} is not an image reference: {error}") from None
 
 
-def _credential_selector(name: str) -> str:
-    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{CREDENTIAL_LABEL}={name}"
+def _credential_selector(*names: str) -> str:
+    """The pull Secrets (and Argo CD templates) labelled with any of these credentials."""
+    if len(names) == 1:
+        return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{CREDENTIAL_LABEL}={names[0]}"
+    return f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE},{CREDENTIAL_LABEL} in ({','.join(sorted(names))})"
 
 
 def _changes(minted: Token | None, actions: list[SecretAction], failed: list[FailedNamespace],

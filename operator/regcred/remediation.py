@@ -432,7 +432,7 @@ class Remediator:
         spec = serving.spec
         account_name = (pod.get("spec") or {}).get("serviceAccountName") or "default"
         secret = reads.secret(namespace, spec.secret_name, serving.revision) or {}
-        in_place = secret_in_place(secret, serving.revision)
+        in_place = secret_in_place(secret, serving.revision, serving.token.hosts)
         since = revision_reached(serving.since, secret)  # shared with `regcred doctor`
         # What a replacement pod will list (the template's pull secrets, else the ServiceAccount's) decides only
         # for a pod without the Secret: only then are the workload and the ServiceAccount read.

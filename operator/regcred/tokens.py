@@ -115,6 +115,26 @@ class TokenSource:
             held = self._token_from_store(spec, phash)
         return held
 
+    def served(self, name: str, *, read: bool = True) -> StoredToken | None:
+        """What a credential serves as far as this process knows: its token in hand, else its record in the store
+        (read from the cluster only when ``read``; a credential sharing a Secret with one reconciled later than
+        itself after a restart needs it). Never from a target namespace's Secret (see regcred.store)."""
+        held = self._held.get(name)
+        if held is not None:
+            return StoredToken(held.content, held.provider_hash, held.minted_at, held.token.expires_at)
+        stored = self._stored.get(name)
+        if stored is None and read:
+            try:
+                stored = read_stored(self.kube.read_secret(self.settings.state_namespace, store_name(name)), name)
+            except KubeError as error:
+                logger.warning("Could not read the token store of credential %s (%s %s).", name, error.status,
+                               error.reason)
+                return None
+            if stored is not None:
+                with self._lock:
+                    self._stored.setdefault(name, stored)
+        return stored
+
     def token_for(
         self, spec: CredentialSpec, provider: Provider, phash: str, previous: HeldToken | None,
         now: datetime.datetime, *, force: bool = False,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from regcred.fanout import ATTACHED_ANNOTATION, attach_update, wants_attachment
-from regcred.models import CredentialSpec
+from regcred.models import CredentialSpec, SpecError, parse_credential
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,26 @@ class AccountInfo:
         return attach_update(self.body(), credential, secret_name) is not None
 
 
+@dataclasses.dataclass(frozen=True)
+class CredentialInfo:
+    """A RegistryCredential as the sharing of pull Secrets needs it (regcred.shared): its parsed spec, or None
+    when the spec is invalid or the credential is being deleted (it contributes to no Secret then)."""
+
+    name: str
+    spec: CredentialSpec | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> CredentialInfo:
+        metadata = body.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        if metadata.get("deletionTimestamp"):
+            return cls(name, None)
+        try:
+            return cls(name, parse_credential(name, body.get("spec") or {}))
+        except SpecError:
+            return cls(name, None)
+
+
 def selected(spec: CredentialSpec, namespace: NamespaceInfo, served_namespaces: tuple[str, ...]) -> bool:
     """Whether a credential's Secret belongs in this namespace now (the one rule, for the view and the pass)."""
     return (not namespace.terminating
@@ -88,14 +108,16 @@ class ClusterView:
         self._lock = threading.Lock()
         self._namespaces: dict[str, NamespaceInfo] = {}
         self._accounts: dict[tuple[str, str], AccountInfo] = {}
+        self._credentials: dict[str, CredentialInfo] = {}
         # Every event gets the next number; each key remembers its last one (deletions too), so that a full
         # LIST, which may be older than an event that came while it was on its way, never undoes that event.
         self._sequence = 0
         self._namespace_seen: dict[str, int] = {}
         self._account_seen: dict[tuple[str, str], int] = {}
+        self._credential_seen: dict[str, int] = {}
         # When the last full LIST of each started: one LIST serves every credential's full pass for a while.
         self._listed_at: dict[str, datetime.datetime] = {}
-        self._list_locks = {"namespaces": threading.Lock(), "serviceaccounts": threading.Lock()}
+        self._list_locks = {kind: threading.Lock() for kind in ("namespaces", "serviceaccounts", "credentials")}
 
     # -- fed by watch events, and by the full LISTs of resyncs ------------------------------------------------
 
@@ -107,26 +129,27 @@ class ClusterView:
     def namespace_event(self, body: Mapping[str, Any], deleted: bool) -> NamespaceInfo:
         """Record a namespace event; returns what it says of the namespace."""
         info = NamespaceInfo.of(body)
-        with self._lock:
-            self._sequence += 1
-            self._namespace_seen[info.name] = self._sequence
-            if deleted:
-                self._namespaces.pop(info.name, None)
-            else:
-                self._namespaces[info.name] = info
+        self._record(self._namespaces, self._namespace_seen, info.name, info, deleted)
         return info
 
     def account_event(self, body: Mapping[str, Any], deleted: bool) -> AccountInfo:
         info = AccountInfo.of(body)
-        key = (info.namespace, info.name)
+        self._record(self._accounts, self._account_seen, (info.namespace, info.name), info, deleted)
+        return info
+
+    def credential_event(self, body: Mapping[str, Any], deleted: bool) -> CredentialInfo:
+        info = CredentialInfo.of(body)
+        self._record(self._credentials, self._credential_seen, info.name, info, deleted)
+        return info
+
+    def _record(self, known: dict[Any, Any], seen: dict[Any, int], key: Any, info: Any, deleted: bool) -> None:
         with self._lock:
             self._sequence += 1
-            self._account_seen[key] = self._sequence
+            seen[key] = self._sequence
             if deleted:
-                self._accounts.pop(key, None)
+                known.pop(key, None)
             else:
-                self._accounts[key] = info
-        return info
+                known[key] = info
 
     def replace_namespaces(self, items: Iterable[Mapping[str, Any]], mark: int) -> None:
         """A full LIST of namespaces, started at ``mark``: it replaces what no later event has told."""
@@ -139,13 +162,19 @@ class ClusterView:
         with self._lock:
             _replace(self._accounts, listed, self._account_seen, mark)
 
+    def replace_credentials(self, items: Iterable[Mapping[str, Any]], mark: int) -> None:
+        listed = {info.name: info for info in map(CredentialInfo.of, items)}
+        with self._lock:
+            _replace(self._credentials, listed, self._credential_seen, mark)
+
     def refresh(self, kind: str, lister: Callable[[], Iterable[Mapping[str, Any]]], now: datetime.datetime,
                 max_age: datetime.timedelta) -> bool:
-        """Replace ``kind`` ("namespaces" or "serviceaccounts") from a full LIST, unless a LIST that started
-        within ``max_age`` already did (watch events have kept the view current since). One LIST at a time:
+        """Replace ``kind`` ("namespaces", "serviceaccounts" or "credentials") from a full LIST, unless a LIST that
+        started within ``max_age`` already did (watch events have kept the view current since). One LIST at a time:
         credentials whose full passes come together wait for it and share it, instead of each holding every
         object decoded at once. True when this call LISTed."""
-        replace = self.replace_namespaces if kind == "namespaces" else self.replace_accounts
+        replace = {"namespaces": self.replace_namespaces, "serviceaccounts": self.replace_accounts,
+                   "credentials": self.replace_credentials}[kind]
         with self._list_locks[kind]:
             with self._lock:
                 listed_at = self._listed_at.get(kind)
@@ -162,6 +191,21 @@ class ClusterView:
     def namespaces(self) -> list[NamespaceInfo]:
         with self._lock:
             return list(self._namespaces.values())
+
+    def namespace(self, name: str) -> NamespaceInfo | None:
+        with self._lock:
+            return self._namespaces.get(name)
+
+    def credential(self, name: str) -> CredentialInfo | None:
+        with self._lock:
+            return self._credentials.get(name)
+
+    def sharing(self, secret_name: str) -> list[CredentialSpec]:
+        """The valid credentials whose pull Secret has this name, by name (regcred.shared)."""
+        with self._lock:
+            infos = list(self._credentials.values())
+        return sorted((i.spec for i in infos if i.spec is not None and i.spec.secret_name == secret_name),
+                      key=lambda spec: spec.name)
 
     def account(self, namespace: str, name: str) -> AccountInfo | None:
         with self._lock:
@@ -184,8 +228,10 @@ class ClusterView:
         with self._lock:
             self._namespaces.clear()
             self._accounts.clear()
+            self._credentials.clear()
             self._namespace_seen.clear()
             self._account_seen.clear()
+            self._credential_seen.clear()
             self._listed_at.clear()
 
 
@@ -214,5 +260,5 @@ def concerned_by_account(served: Served, account: AccountInfo) -> list[str]:
     return [name for name, spec, namespaces in served if account.needs(spec, account.namespace in namespaces)]
 
 
-__all__ = ["AccountInfo", "ClusterView", "NamespaceInfo", "concerned_by_account", "concerned_by_namespace",
-           "selected"]
+__all__ = ["AccountInfo", "ClusterView", "CredentialInfo", "NamespaceInfo", "concerned_by_account",
+           "concerned_by_namespace", "selected"]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from regcred import metrics
 from regcred.clock import Clock
 from regcred.config import Settings
-from regcred.fanout import SecretAction, SecretContent
+from regcred.fanout import SecretAction
 from regcred.kube import KubeApi, KubeError
 from regcred.status import FailedNamespace
 
@@ -96,9 +96,9 @@ class SecretWriter:
     def _create(self, action: SecretAction, desired: Desired | None) -> None:
         """Create the Secret; when one of that name exists already (409), look before calling it a conflict: our
         own (a write that raced ours, or a list that lagged) is patched; another's is left alone."""
-        body = action.body
-        if body is None and isinstance(desired, SecretContent):  # pull Secrets' bodies are built when written
-            body = desired.body(action.namespace)
+        if action.content is not None:  # a pull Secret: its body is built now, and it judges what it finds
+            desired = action.content
+        body = action.content.body(action.namespace) if action.content is not None else action.body
         try:
             self.kube.create_secret(action.namespace, body or {})
             return

@@ -6,8 +6,7 @@ from typing import Any
 
 import kopf
 
-from regcred import CREDENTIAL_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, argocd
-from regcred import dockerconfig as dc
+from regcred import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from regcred.view import concerned_by_account, concerned_by_namespace
 
 
@@ -42,17 +41,8 @@ def _served(runtime: Any) -> list[tuple[str, Any, frozenset[str]]]:
 # The label filter here is a guard; the API server already filters (see lifecycle.configure).
 @kopf.on.event("v1", "secrets", labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE})
 async def managed_secret_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A written Secret that was deleted or edited by someone else is restored by its credential."""
-    credential = body.metadata.labels.get(CREDENTIAL_LABEL)
-    if not credential:
-        return
-    # Intact means: holds what the operator serves now, or what its pass in flight writes (its own record),
-    # whatever the annotations claim: so its own writes do not wake it again.
-    served = memo["runtime"].reconciler.served
-    if argocd.is_output(body):  # an Argo CD template (regcred.argocd)
-        intact = served.holds_output(credential, argocd.secret_hash(body))
-    else:
-        content = dc.decode_data(body)
-        intact = content is not None and served.holds(credential, dc.content_hash(content))
-    if event.get("type") == "DELETED" or not intact:
-        memo["runtime"].wakeups.kick(credential)
+    """A written Secret that was deleted or edited by someone else is restored by its credential (by every
+    credential sharing it, regcred.shared)."""
+    runtime = memo["runtime"]
+    for name in runtime.reconciler.concerned_by_secret(body, event.get("type") == "DELETED"):
+        runtime.wakeups.kick(name)

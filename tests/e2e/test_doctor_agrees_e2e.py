@@ -69,6 +69,7 @@ class Row:
     job: dict[str, Any] = dataclasses.field(default_factory=dict)
     next: str | None = None  # how the doctor's "next" starts, before the operator acts
     deleting: bool = False  # the pod is being deleted (held by a finalizer)
+    shared: bool = False  # another credential shares the Secret (regcred.shared), for another registry
 
 
 ROWS = [
@@ -88,7 +89,13 @@ ROWS = [
         next="nothing: regcred-operator leaves the Job alone"),
     Row("bare-pod", "remediate", "unauthorized", kind="Pod", next="nothing: the pod has no controller"),
     Row("pod-being-deleted", "ignore", "unauthorized", deleting=True),
+    Row("shared-secret-unauthorized-before-the-revision", "remediate", "unauthorized", shared=True,
+        next="restart Deployment shop/web"),
+    Row("shared-secret-rejected", "rejected", "unauthorized", event_at="after", password="wrong-password-4711",
+        shared=True),
 ]
+SHARING = "another"  # first by name: its name is the shared Secret's label
+SHARING_REGISTRY = "registry.another.example"
 
 
 def messages(image: str) -> dict[str, str]:
@@ -106,25 +113,35 @@ def messages(image: str) -> dict[str, str]:
     }
 
 
-def credential_in_place(kube: KubeApi, registry: Registry, password: str) -> tuple[Serving, datetime.datetime]:
-    """The RegistryCredential, its Secret in the namespace, and the operator's view of it (reconcile.Serving)."""
+def credential_in_place(kube: KubeApi, registry: Registry, password: str, *, shared: bool = False
+                        ) -> tuple[Serving, datetime.datetime]:
+    """The RegistryCredential, its Secret in the namespace, and the operator's view of it (reconcile.Serving);
+    ``shared``: with another credential's entry in the same Secret, as the operator composes it."""
     spec = {"provider": {"static": {"registry": registry.host,
                                     "secretRef": {"namespace": "regcred-system", "name": "robot"}}},
             "secretName": SECRET, "namespaces": {"names": [NS]},
             "remediation": {"strategy": "RolloutRestart", "cooldown": "10m"}}
-    kube.request("POST", "/apis/regcred.dev/v1alpha1/registrycredentials", body={
-        "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": CREDENTIAL},
-        "spec": spec})
+    for name, registry_host in ((CREDENTIAL, registry.host), *([(SHARING, SHARING_REGISTRY)] if shared else [])):
+        kube.request("POST", "/apis/regcred.dev/v1alpha1/registrycredentials", body={
+            "apiVersion": "regcred.dev/v1alpha1", "kind": "RegistryCredential", "metadata": {"name": name},
+            "spec": {**spec, "provider": {"static": {**spec["provider"]["static"], "registry": registry_host}}}})
     token = Token(hosts=(registry.host,), username=USERNAME, password=password, expires_at=None)
     content = dc.render(token)
     revision = dc.content_hash(content)
+    if shared:
+        content = dc.compose([dc.render(Token(hosts=(SHARING_REGISTRY,), username="another", password="another-1",
+                                              expires_at=None)), content])
     secret = kube.request("POST", f"/api/v1/namespaces/{NS}/secrets", body={
-        "metadata": {"name": SECRET, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE, CREDENTIAL_LABEL: CREDENTIAL},
-                     "annotations": {CONTENT_HASH_ANNOTATION: revision}},
+        "metadata": {"name": SECRET, "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+                                                CREDENTIAL_LABEL: SHARING if shared else CREDENTIAL},
+                     "annotations": {CONTENT_HASH_ANNOTATION: dc.content_hash(content)}},
         "type": dc.SECRET_TYPE, "data": dc.encode_data(content)})
     since = parse_time(secret["metadata"]["creationTimestamp"])
     assert since is not None
-    kube.patch_credential_status(CREDENTIAL, {"lastRefreshTime": format_time(since)})
+    kube.patch_credential_status(CREDENTIAL, {"lastRefreshTime": format_time(since), "registries": [registry.host]})
+    if shared:
+        kube.patch_credential_status(SHARING, {"lastRefreshTime": format_time(since),
+                                               "registries": [SHARING_REGISTRY]})
     body = kube.read_credential(CREDENTIAL)
     return Serving(body, parse_credential(CREDENTIAL, spec), frozenset({NS}), token, revision, since), since
 
@@ -196,7 +213,7 @@ def test_doctor_and_the_operator_agree(cluster: Cluster, registry: Registry, row
     if row.attached_before_the_pod:
         kube.request("PATCH", f"/api/v1/namespaces/{NS}/serviceaccounts/default", body=attach,
                      content_type=MERGE_PATCH)
-    serving, since = credential_in_place(kube, registry, row.password)
+    serving, since = credential_in_place(kube, registry, row.password, shared=row.shared)
     image = f"{row.registry or registry.host}/{REPO}:{row.tag}"
     pod = stuck_pod(cluster, row, image, since)
     name = pod["metadata"]["name"]

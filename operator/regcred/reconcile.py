@@ -53,6 +53,9 @@ _FULL_PASS_SLACK = datetime.timedelta(seconds=1)
 # A full pass shares a LIST of namespaces or ServiceAccounts that another credential's full pass started this
 # recently (at most half the resync period): the watches have kept the view current since.
 _SHARED_LIST_AGE = datetime.timedelta(seconds=30)
+# How often a pass reads the namespaces again until a read agrees with what it recorded (Reconciler._begin): more
+# than once only when namespace events keep coming within microseconds.
+_TARGET_READS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +129,8 @@ class Reconciler:
                 return self._serve(name, credential, spec, provider, verify_image, now)
         except KubeError as error:  # a read the pass depends on failed: only this credential waits, briefly
             return self._api_failed(credential, error, now)
+        finally:
+            self.served.end(name)
 
     def _serve(self, name: str, credential: Mapping[str, Any], spec: CredentialSpec, provider: Provider,
                verify_image: ImageRef | None, now: datetime.datetime) -> Outcome:
@@ -136,8 +141,7 @@ class Reconciler:
         if full:
             self.view.refresh("namespaces", self.kube.list_namespaces, now, self._shared_list_age)
             self.view.refresh("credentials", self.kube.list_credentials, now, self._shared_list_age)
-        targets = sorted(ns.name for ns in self.view.namespaces()
-                         if selected(spec, ns, self.settings.watch_namespaces))
+        targets = self._begin(spec)
         published_status = self.reporter.published(credential)
         sharing = [other for other in self.view.sharing(spec.secret_name) if other.name != name]
         # One LIST finds the pull Secrets (those of the credentials sharing its Secret's name too) and the Argo CD
@@ -187,20 +191,15 @@ class Reconciler:
         template_actions = argocd.plan(templates, outputs)
         revision = dc.content_hash(held.content)
         # Until the pass ends, the watch events of its own writes are known for what they are (no self-wake).
-        self.served.begin(name, revision, frozenset(targets), templates.revisions)
-        try:
-            failed, synced_targets, accounts_changed = self._write(spec, actions, targets, full, now)
-            template_failures = self.writer.apply(template_actions, name, templates)
-        except BaseException:
-            self.served.end(name)
-            raise
+        self.served.writing(name, revision, templates.revisions)
+        failed, synced_targets, accounts_changed = self._write(spec, actions, targets, full, now)
+        template_failures = self.writer.apply(template_actions, name, templates)
         writes = len(actions)
         if minted or actions or template_actions or accounts_changed:  # default level: one line per pass that acted
             logger.info("Credential %s: %s.", name, _changes(held.token if minted else None, actions, failed,
                                                              accounts_changed, template_actions, template_failures))
         self.served.serve(Serving(credential, spec, frozenset(synced_targets), held.token, revision, held.minted_at,
                                   outputs=templates.revisions))
-        self.served.end(name)
 
         synced = summarise_failures(failed)
         # Stable wording whether minted now or reused, so that a no-change resync writes nothing.
@@ -279,6 +278,24 @@ class Reconciler:
         if mint_at is not None and refresh_failure is None:
             wake_at = min(wake_at, mint_at)
         return Outcome(wake_at=wake_at, writes=writes)
+
+    def _begin(self, spec: CredentialSpec) -> list[str]:
+        """The namespaces the credential's Secret belongs in, as the view has them, recorded as what its pass in
+        flight works from (regcred.serving). Read again once recorded: a namespace event that came between the
+        read and the record was judged without it and woke nobody, yet this pass did not see it."""
+        targets = self._selected(spec)
+        for _ in range(_TARGET_READS):
+            self.served.begin(spec.name, spec, frozenset(targets))
+            read = self._selected(spec)
+            if read == targets:
+                break
+            targets = read
+        else:  # namespaces kept changing as fast as they were read: the last read stands (the resync repairs)
+            self.served.begin(spec.name, spec, frozenset(targets))
+        return targets
+
+    def _selected(self, spec: CredentialSpec) -> list[str]:
+        return sorted(ns.name for ns in self.view.namespaces() if selected(spec, ns, self.settings.watch_namespaces))
 
     def _write(self, spec: CredentialSpec, actions: list[SecretAction], targets: list[str],
                full: bool, now: datetime.datetime) -> tuple[list[FailedNamespace], list[str], int]:

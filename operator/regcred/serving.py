@@ -38,10 +38,12 @@ class Serving:
 
 @dataclasses.dataclass(frozen=True)
 class InFlight:
-    """What a pass in flight is writing: its own writes' watch events must not wake the credential again."""
+    """What a pass in flight works from and writes, recorded as soon as it has read the namespaces: a watch event
+    is judged against it, so that its own writes do not wake the credential again and what it did not see does."""
 
-    revision: str
+    spec: CredentialSpec
     namespaces: frozenset[str]
+    revision: str | None = None  # known once it has its token
     outputs: frozenset[str] = frozenset()
 
 
@@ -64,9 +66,15 @@ class ServingRegistry:
     def serve(self, serving: Serving) -> None:
         self._serving[serving.name] = serving
 
-    def begin(self, name: str, revision: str, namespaces: frozenset[str], outputs: frozenset[str] = frozenset()
-              ) -> None:
-        self._in_flight[name] = InFlight(revision, namespaces, outputs)
+    def begin(self, name: str, spec: CredentialSpec, namespaces: frozenset[str]) -> None:
+        """A pass starts working from this spec and these namespaces (read from the view)."""
+        self._in_flight[name] = InFlight(spec, namespaces)
+
+    def writing(self, name: str, revision: str, outputs: frozenset[str] = frozenset()) -> None:
+        """The pass in flight writes this content (and these Argo CD templates)."""
+        in_flight = self._in_flight.get(name)
+        if in_flight is not None:
+            self._in_flight[name] = dataclasses.replace(in_flight, revision=revision, outputs=outputs)
 
     def end(self, name: str) -> None:
         self._in_flight.pop(name, None)
@@ -83,10 +91,13 @@ class ServingRegistry:
         return (serving is not None and revision in serving.outputs) or (
             in_flight is not None and revision in in_flight.outputs)
 
-    def namespaces(self, name: str) -> frozenset[str]:
-        """Where the credential's Secret is, or is being written by its pass in flight."""
-        serving, in_flight = self._serving.get(name), self._in_flight.get(name)
-        return (serving.namespaces if serving else frozenset()) | (in_flight.namespaces if in_flight else frozenset())
+    def judged(self) -> list[tuple[str, CredentialSpec, frozenset[str]]]:
+        """Each credential served or being reconciled, with what a watch event about it is judged against: while
+        a pass is in flight, the spec and namespaces that pass works from, even on a credential's first pass
+        (an event it did not see must wake it again, one that its writes caused must not); else what it serves."""
+        judged = {name: (serving.spec, serving.namespaces) for name, serving in dict(self._serving).items()}
+        judged.update((name, (flight.spec, flight.namespaces)) for name, flight in dict(self._in_flight).items())
+        return [(name, spec, namespaces) for name, (spec, namespaces) in judged.items()]
 
     def stop(self, name: str) -> None:
         """The credential serves nothing (an invalid spec, or forgotten)."""

@@ -16,7 +16,10 @@ async def namespace_changed(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Me
     runtime = memo["runtime"]
     deleted = event.get("type") == "DELETED"
     namespace = runtime.reconciler.view.namespace_event(body, deleted)
-    for name in concerned_by_namespace(_served(runtime), namespace, deleted, runtime.settings.watch_namespaces):
+    # Judged against what each credential serves or, with a pass in flight, what that pass works from (the view
+    # is updated first: a pass that records itself after this event reads the namespaces again, Reconciler._begin).
+    judged = runtime.reconciler.served.judged()
+    for name in concerned_by_namespace(judged, namespace, deleted, runtime.settings.watch_namespaces):
         runtime.wakeups.kick(name)
 
 
@@ -28,14 +31,8 @@ async def service_account_changed(event: kopf.RawEvent, body: kopf.Body, memo: k
     deleted = event.get("type") == "DELETED"
     account = runtime.reconciler.view.account_event(body, deleted)
     if not deleted:
-        for name in concerned_by_account(_served(runtime), account):
+        for name in concerned_by_account(runtime.reconciler.served.judged(), account):
             runtime.wakeups.kick(name)
-
-
-def _served(runtime: Any) -> list[tuple[str, Any, frozenset[str]]]:
-    served = runtime.reconciler.served
-    # With the namespaces its pass in flight is writing: that pass's own account writes wake nobody.
-    return [(name, serving.spec, served.namespaces(name)) for name, serving in served.all().items()]
 
 
 # The label filter here is a guard; the API server already filters (see lifecycle.configure).

@@ -232,6 +232,8 @@ def test_a_resync_with_nothing_changed_writes_nothing(shop: Cluster, operator: O
     runtime = operator.start(clock=clock)
     shop.apply_credential(CREDENTIAL, static_spec(serviceAccounts=["*"]))
     eventually(lambda: _assert_equal(shop.condition(CREDENTIAL)["status"], "True"))
+    # The first pass posts its Events after its status write: it is over once the Ready Event is there.
+    eventually(lambda: _assert_equal(bool(shop.events("Ready")), True))
 
     shop.backend.reset_requests()
     clock.advance(TEST_SETTINGS.resync_interval)  # the resync: every namespace and ServiceAccount LISTed again

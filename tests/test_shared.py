@@ -85,6 +85,7 @@ def test_credentials_sharing_a_name_compose_one_secret_where_both_select(kube: K
     assert account["imagePullSecrets"] == [{"name": "pull"}]
     assert json.loads(account["metadata"]["annotations"][ATTACHED_ANNOTATION]) == {"alpha": "pull", "beta": "pull"}
     assert reconcile_all(reconciler, kube) == 0  # converged: nothing to write
+    assert (kube.status["alpha"]["sharedWith"], kube.status["beta"]["sharedWith"]) == (["beta"], ["alpha"])
 
 
 def test_after_a_restart_the_first_credential_keeps_the_others_entries(
@@ -153,6 +154,7 @@ def test_deleting_one_takes_out_only_its_entries(kube: Kube, reconciler: Reconci
     assert kube.service_accounts[("team-a", "default")]["imagePullSecrets"] == []
     assert kube.service_accounts[("team-b", "default")]["imagePullSecrets"] == [{"name": "pull"}]
     assert reconciler.reconcile(kube.credentials[0]).writes == 0
+    assert "sharedWith" not in kube.status["beta"]
 
 
 def test_a_credential_leaving_a_namespace_takes_its_entries_out_of_the_secret_there(

@@ -263,6 +263,7 @@ class Reconciler:
                 "namespaces": counts,
                 "failedNamespaces": [f.as_status() for f in failed[:MAX_FAILED_NAMESPACES]],
                 "argocd": argocd.status(spec.argocd, templates, template_failures),
+                "sharedWith": composer.sharing_with(name) or None,
             },
             minted_event=minted_event(held.token) if minted else None,
         )
@@ -356,14 +357,16 @@ class Reconciler:
         intact = content is not None and expected is not None and content == expected.content
         return sorted({credential, *(s.name for s in sharing)}) if deleted or not intact else []
 
-    def cleanup(self, name: str, credential: Mapping[str, Any] | None = None) -> None:
+    def cleanup(self, name: str, credential: Mapping[str, Any] | None = None) -> list[str]:
         """Remove everything a credential wrote: its Secrets (pull Secrets and Argo CD templates, found where its
-        spec or status says in namespaces mode) and its ServiceAccount entries."""
+        spec or status says in namespaces mode) and its ServiceAccount entries. Returns the credentials it shared
+        Secrets with (regcred.shared): their status changes too."""
         with self._locks(name):
-            self._cleanup(name, credential or {})
+            shared_with = self._cleanup(name, credential or {})
         self._locks.drop(name)
+        return shared_with
 
-    def _cleanup(self, name: str, credential: Mapping[str, Any]) -> None:
+    def _cleanup(self, name: str, credential: Mapping[str, Any]) -> list[str]:
         try:
             spec: CredentialSpec | None = parse_credential(name, credential.get("spec") or {})
         except SpecError:
@@ -391,6 +394,7 @@ class Reconciler:
         self._forget(name)
         HELD.forget(name)
         logger.info("Removed %d Secret(s) and the ServiceAccount entries of credential %s.", len(actions), name)
+        return [other.name for other in sharing]
 
     def forget(self, name: str) -> None:
         """Drop what this process knows of a credential (held token, what the store and the status hold, what it

@@ -97,6 +97,10 @@ class Composer:
             max(s.minted_at for s in served), min(expiries, default=None),
             members=self.members, shared_by=tuple(c.name for c in contributors))
 
+    def sharing_with(self, name: str) -> list[str]:
+        """The other credentials whose entries go into Secrets of this name (those with a token)."""
+        return [c.name for c in self.contributions if c.name != name]
+
     def conflicts(self, name: str) -> dict[str, list[str]]:
         """{host: the other credentials giving it} for the hosts of credential ``name`` that another sharing
         credential gives too."""

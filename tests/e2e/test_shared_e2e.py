@@ -62,8 +62,10 @@ def test_two_credentials_share_one_secret_then_one_is_deleted(teams: Cluster, op
 
     eventually(lambda: _assert_equal({ns: hosts(teams, ns) for ns in ("web", "shop", "data")}, {
         "web": {HARBOR: "harbor-1"}, "shop": {HARBOR: "harbor-1", QUAY: "quay-1"}, "data": {QUAY: "quay-1"}}))
-    for name in ("harbor", "quay"):
+    for name, other in (("harbor", "quay"), ("quay", "harbor")):
         eventually(lambda name=name: _assert_equal(ready(teams, name), ("True", "Ready")))  # type: ignore[misc]
+        eventually(lambda name=name, other=other: _assert_equal(  # type: ignore[misc]
+            teams.credential(name)["status"].get("sharedWith"), [other]))
     for namespace in ("web", "shop", "data"):
         eventually(lambda ns=namespace: _assert_equal(teams.pull_secrets(ns), ["registries"]))  # type: ignore[misc]
 
@@ -89,6 +91,7 @@ def test_two_credentials_share_one_secret_then_one_is_deleted(teams: Cluster, op
     labels = teams.core.read_namespaced_secret("registries", "shop").metadata.labels
     assert labels["regcred.dev/credential"] == "quay"
     eventually(lambda: _assert_equal(ready(teams, "quay"), ("True", "Ready")))
+    eventually(lambda: _assert_equal(teams.credential("quay")["status"].get("sharedWith"), None))
 
 
 def test_a_shared_secret_edited_by_someone_is_restored_with_every_entry(

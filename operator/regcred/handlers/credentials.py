@@ -74,4 +74,5 @@ async def notice_spec_change(event: kopf.RawEvent, name: str, body: kopf.Body, m
 async def remove_written_objects(name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Delete the credential's Secrets and its ServiceAccount entries before the finalizer goes."""
     runtime: Runtime = memo["runtime"]
-    await asyncio.to_thread(runtime.reconciler.cleanup, name, copy.deepcopy(dict(body)))
+    for other in await asyncio.to_thread(runtime.reconciler.cleanup, name, copy.deepcopy(dict(body))):
+        runtime.wakeups.kick(other)  # its Secrets changed under them, and their status names it

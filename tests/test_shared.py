@@ -186,3 +186,41 @@ def test_a_credentials_revision_is_judged_by_its_own_entries_in_a_shared_secret(
     assert secret_in_place(kube.pull_secret("team-b"), served.revision, served.token.hosts)
     assert secret_in_place(kube.pull_secret("team-c"), served.revision, served.token.hosts)
     assert not secret_in_place(kube.pull_secret("team-a"), served.revision, served.token.hosts)
+
+
+def test_credentials_of_one_secret_name_in_different_namespaces_share_nothing(
+        kube: Kube, reconciler: Reconciler) -> None:
+    """Teams that each name their pull Secret `pull`, for the same registry, in their own namespaces: as before
+    sharing existed, no conflict, nothing shared, each LISTs only its own Secrets."""
+    kube.credentials = [static("alpha", ALPHA, ["team-a"]), static("gamma", ALPHA, ["team-b", "team-c"])]
+    lists: list[str] = []
+    list_secrets = kube.list_secrets
+
+    def counting(*, label_selector: str, also: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+        lists.append(label_selector)
+        return list_secrets(label_selector=label_selector, also=also)
+
+    kube.list_secrets = counting  # type: ignore[method-assign]
+    reconcile_all(reconciler, kube)
+    reconcile_all(reconciler, kube)
+
+    assert auths(kube, "team-a")[ALPHA]["password"] == "pa"
+    assert auths(kube, "team-b")[ALPHA]["password"] == "pg"
+    for name in ("alpha", "gamma"):
+        assert kube.condition(READY, name)["status"] == "True"
+        assert "sharedWith" not in kube.status[name]
+    assert all(" in (" not in selector for selector in lists), lists
+
+
+def test_a_pass_wakes_those_it_shares_with_when_that_changes_and_only_then(
+        kube: Kube, reconciler: Reconciler) -> None:
+    alpha, beta = kube.credentials
+    assert reconciler.reconcile(alpha).wake == frozenset()  # beta has no token yet: nothing shared
+    assert reconciler.reconcile(beta).wake == {"alpha"}  # alpha's status must now name beta
+    assert reconciler.reconcile(alpha).wake == {"beta"}
+    assert reconciler.reconcile(beta).wake == frozenset()  # both have seen it
+    assert reconciler.reconcile(alpha).wake == frozenset()
+    kube.credentials[1] = static("beta", BETA, ["team-c"])  # beta leaves the namespace they shared
+    reconciler.view.credential_event(kube.credentials[1], deleted=False)
+    assert reconciler.reconcile(kube.credentials[1]).wake == {"alpha"}
+    assert set(auths(kube, "team-b")) == {ALPHA}

@@ -8,6 +8,7 @@ credential serves (regcred.serving). Everything that talks to the cluster goes t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -60,10 +61,13 @@ _TARGET_READS = 4
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """When to reconcile again, and how many Secret writes this reconciliation made."""
+    """When to reconcile again, how many Secret writes this reconciliation made, and which other credentials
+    to wake: those it shares Secrets with, when who shares with whom or a host conflict changed (their status
+    says so too, regcred.shared)."""
 
     wake_at: datetime.datetime
     writes: int = 0
+    wake: frozenset[str] = frozenset()
 
 
 class Reconciler:
@@ -92,6 +96,8 @@ class Reconciler:
         self.reporter = Reporter(kube, settings, clock, self._locks)
         self.served = ServingRegistry()
         self._full_at: dict[str, datetime.datetime] = {}  # the last pass that LISTed namespaces and accounts
+        # Per credential, whom it shared Secrets with and their host conflicts at its last pass.
+        self._shared_seen: dict[str, tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]] = {}
         self.view = view or ClusterView()
         self.accounts = AccountWriter(kube, self.view, self.writer.pool)
 
@@ -125,15 +131,15 @@ class Reconciler:
             return Outcome(wake_at=now + self.settings.resync_interval)
 
         try:
-            with self._sharing(spec.secret_name):  # credentials sharing a Secret take turns (regcred.shared)
-                return self._serve(name, credential, spec, provider, verify_image, now)
+            with contextlib.ExitStack() as turns:
+                return self._serve(name, credential, spec, provider, verify_image, now, turns)
         except KubeError as error:  # a read the pass depends on failed: only this credential waits, briefly
             return self._api_failed(credential, error, now)
         finally:
             self.served.end(name)
 
     def _serve(self, name: str, credential: Mapping[str, Any], spec: CredentialSpec, provider: Provider,
-               verify_image: ImageRef | None, now: datetime.datetime) -> Outcome:
+               verify_image: ImageRef | None, now: datetime.datetime, turns: contextlib.ExitStack) -> Outcome:
         # A full pass LISTs namespaces and ServiceAccounts (the first one, and one per resync period); a pass
         # woken by an event between them works from the view the watches keep (regcred.view).
         last_full = self._full_at.get(name)
@@ -143,7 +149,9 @@ class Reconciler:
             self.view.refresh("credentials", self.kube.list_credentials, now, self._shared_list_age)
         targets = self._begin(spec)
         published_status = self.reporter.published(credential)
-        sharing = [other for other in self.view.sharing(spec.secret_name) if other.name != name]
+        sharing = self._overlapping(spec, targets)
+        if sharing:  # credentials that write the same Secrets take turns (regcred.shared)
+            turns.enter_context(self._sharing(spec.secret_name))
         # One LIST finds the pull Secrets (those of the credentials sharing its Secret's name too) and the Argo CD
         # templates (in namespaces mode, also where those are).
         managed, outputs = argocd.split(self.kube.list_secrets(
@@ -186,7 +194,7 @@ class Reconciler:
         listed = {(s.get("metadata") or {}).get("namespace", "") for s in managed
                   if (s.get("metadata") or {}).get("name") == spec.secret_name}
         actions = plan_composed(name, spec.secret_name, composer.wanted(name, targets, listed), managed)
-        host_conflicts = composer.conflicts(name)
+        host_conflicts = composer.conflicts()
         templates = argocd.desired(name, spec.argocd, held.token, held.minted_at, held.token.expires_at)
         template_actions = argocd.plan(templates, outputs)
         revision = dc.content_hash(held.content)
@@ -263,7 +271,7 @@ class Reconciler:
                 "namespaces": counts,
                 "failedNamespaces": [f.as_status() for f in failed[:MAX_FAILED_NAMESPACES]],
                 "argocd": argocd.status(spec.argocd, templates, template_failures),
-                "sharedWith": composer.sharing_with(name) or None,
+                "sharedWith": composer.sharing_with() or None,
             },
             minted_event=minted_event(held.token) if minted else None,
         )
@@ -278,7 +286,7 @@ class Reconciler:
         mint_at = next_mint(held, now)
         if mint_at is not None and refresh_failure is None:
             wake_at = min(wake_at, mint_at)
-        return Outcome(wake_at=wake_at, writes=writes)
+        return Outcome(wake_at=wake_at, writes=writes, wake=self._sharing_changed(name, composer))
 
     def _begin(self, spec: CredentialSpec) -> list[str]:
         """The namespaces the credential's Secret belongs in, as the view has them, recorded as what its pass in
@@ -320,6 +328,28 @@ class Reconciler:
         failed.extend(account_failures)
         return failed, synced_targets, accounts_changed
 
+    def _sharing_changed(self, name: str, composer: Composer) -> frozenset[str]:
+        """The credentials to wake because whom this one shares with, or a conflict between them, changed since its
+        last pass (those it shared with before and now). Once both have seen it, nobody is woken again."""
+        seen = (tuple(composer.sharing_with()), tuple((host, tuple(o)) for host, o in composer.conflicts().items()))
+        before = self._shared_seen.get(name, ((), ()))
+        if seen == before:
+            return frozenset()
+        self._shared_seen[name] = seen
+        return frozenset(before[0]) | frozenset(seen[0])
+
+    def _overlapping(self, spec: CredentialSpec, targets: list[str]) -> list[CredentialSpec]:
+        """The credentials with the same Secret name that select a namespace where this one's Secret goes or was
+        (by its last pass): those it shares Secrets with. Others of that name are as unrelated as any."""
+        others = [other for other in self.view.sharing(spec.secret_name) if other.name != spec.name]
+        if not others:
+            return []
+        served = self.served.get(spec.name)
+        where = [info for info in map(self.view.namespace, set(targets) | (served.namespaces if served else set()))
+                 if info is not None]
+        watch = self.settings.watch_namespaces
+        return [other for other in others if any(selected(other, info, watch) for info in where)]
+
     def _composer(self, spec: CredentialSpec, own: Contribution | None, sharing: list[CredentialSpec], *,
                   read: bool = True) -> Composer:
         """The composition of the Secrets named like ``spec``'s: its own token (``own``; None: it gives nothing, as
@@ -330,9 +360,8 @@ class Reconciler:
             served = self.tokens.served(other.name, read=read)
             if served is not None:
                 contributions.append(Contribution(other, served))
-        namespaces = {ns.name: ns for ns in self.view.namespaces()} if sharing else {}
-        return Composer(spec.secret_name, contributions, [spec.name, *(other.name for other in sharing)],
-                        namespaces, self.settings.watch_namespaces)
+        members = [spec.name, *(other.name for other in self.view.sharing(spec.secret_name))]
+        return Composer(spec.secret_name, contributions, members, self.view.namespace, self.settings.watch_namespaces)
 
     def concerned_by_secret(self, body: Mapping[str, Any], deleted: bool) -> list[str]:
         """The credentials a watch event of a written Secret must wake: those whose Secret was deleted, or edited
@@ -373,8 +402,8 @@ class Reconciler:
             spec = None
         where = argocd.namespaces(spec.argocd if spec else None, credential.get("status") or {})
         self.view.refresh("credentials", self.kube.list_credentials, self.clock.now(), self._shared_list_age)
-        sharing = [o for o in self.view.sharing(spec.secret_name) if o.name != name] if spec is not None else []
-        with self._sharing(spec.secret_name if spec is not None else ""):
+        sharing = self._overlapping(spec, self._selected(spec)) if spec is not None else []
+        with self._sharing(spec.secret_name) if spec is not None and sharing else contextlib.nullcontext():
             pull, outputs = argocd.split(self.kube.list_secrets(
                 label_selector=_credential_selector(name, *(other.name for other in sharing)), also=where))
             if spec is not None and sharing:  # its entries leave the Secrets it shares; the others' stay
@@ -409,6 +438,7 @@ class Reconciler:
         self.tokens.forget(name)
         self.backoff.forget(name)
         self._full_at.pop(name, None)
+        self._shared_seen.pop(name, None)
         self.served.forget(name)
         self.accounts.withdraw(name)
         self.reporter.forget(name)

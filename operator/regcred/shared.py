@@ -11,15 +11,16 @@ credentials sharing a name take turns, regcred.reconcile), so a change of one cr
 namespace, and the others' passes then find nothing to write. The label names the first contributor by name,
 so that every sharing credential's LIST finds the Secret while any of them is there.
 
-A host given by two sharing credentials is a conflict: the entry of the first by name is written, and both
-report it.
+A host given by two credentials in the Secret of a namespace they both select is a conflict: the entry of the
+first by name is written, and both report it. Credentials that name the same Secret but select no namespace in
+common do not share anything: each writes its own Secrets as if it were alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from regcred import dockerconfig as dc
 from regcred.fanout import SecretContent
@@ -48,19 +49,23 @@ class Composer:
     """What the Secret named ``secret_name`` must hold in each namespace, for one pass (or one watch event)."""
 
     def __init__(self, secret_name: str, contributions: Iterable[Contribution], members: Iterable[str],
-                 namespaces: Mapping[str, NamespaceInfo], watch_namespaces: tuple[str, ...]) -> None:
+                 namespace: Callable[[str], NamespaceInfo | None], watch_namespaces: tuple[str, ...]) -> None:
         self.secret_name = secret_name
         self.contributions = sorted(contributions, key=lambda c: c.name)  # the first by name wins a host
         self.members = frozenset(members) | {c.name for c in self.contributions}
-        self._namespaces = namespaces
+        self._namespace = namespace  # what the view knows of a namespace
         self._watch_namespaces = watch_namespaces
         self._contents: dict[tuple[str, ...], SecretContent] = {}  # namespaces with the same contributors share one
+        # Found by `wanted`: who writes entries beside the credential, and the hosts given twice in one Secret.
+        self._beside: set[str] = set()
+        self._conflicts: dict[str, set[str]] = {}
+        self._noted: set[tuple[str, ...]] = set()
 
     def contributors(self, namespace: str, own: str | None = None, own_targets: frozenset[str] = frozenset()
                      ) -> list[Contribution]:
         """The credentials whose entries belong in this namespace's Secret. ``own``: the credential whose pass
         this is, placed by its own target list rather than by the view."""
-        info = self._namespaces.get(namespace)
+        info = self._namespace(namespace) if any(c.name != own for c in self.contributions) else None
         return [c for c in self.contributions
                 if (namespace in own_targets if c.name == own
                     else info is not None and selected(c.spec, info, self._watch_namespaces))]
@@ -71,10 +76,25 @@ class Composer:
         own_targets = frozenset(targets)
         wanted = {}
         for namespace in own_targets | frozenset(listed):
-            content = self.content(self.contributors(namespace, own, own_targets))
+            contributors = self.contributors(namespace, own, own_targets)
+            content = self.content(contributors)
             if content is not None:
                 wanted[namespace] = content
+            if namespace in own_targets and len(contributors) > 1:
+                self._note_beside(own, contributors)
         return wanted
+
+    def _note_beside(self, own: str, contributors: Sequence[Contribution]) -> None:
+        key = tuple(c.name for c in contributors)
+        if key in self._noted:
+            return
+        self._noted.add(key)
+        mine = next(c for c in contributors if c.name == own)
+        for other in contributors:
+            if other.name != own:
+                self._beside.add(other.name)
+                for host in mine.hosts & other.hosts:
+                    self._conflicts.setdefault(host, set()).add(other.name)
 
     def content(self, contributors: Sequence[Contribution]) -> SecretContent | None:
         key = tuple(c.name for c in contributors)
@@ -97,22 +117,14 @@ class Composer:
             max(s.minted_at for s in served), min(expiries, default=None),
             members=self.members, shared_by=tuple(c.name for c in contributors))
 
-    def sharing_with(self, name: str) -> list[str]:
-        """The other credentials whose entries go into Secrets of this name (those with a token)."""
-        return [c.name for c in self.contributions if c.name != name]
+    def sharing_with(self) -> list[str]:
+        """The other credentials whose entries are written beside the credential's own (after `wanted`)."""
+        return sorted(self._beside)
 
-    def conflicts(self, name: str) -> dict[str, list[str]]:
-        """{host: the other credentials giving it} for the hosts of credential ``name`` that another sharing
-        credential gives too."""
-        mine = next((c for c in self.contributions if c.name == name), None)
-        if mine is None:
-            return {}
-        found: dict[str, list[str]] = {}
-        for other in self.contributions:
-            if other.name != name:
-                for host in sorted(mine.hosts & other.hosts):
-                    found.setdefault(host, []).append(other.name)
-        return found
+    def conflicts(self) -> dict[str, list[str]]:
+        """{host: the other credentials giving it too} for the hosts that the credential and another give in the
+        Secret of a namespace both select (after `wanted`)."""
+        return {host: sorted(others) for host, others in sorted(self._conflicts.items())}
 
 
 def conflict_message(name: str, secret_name: str, conflicts: Mapping[str, list[str]]) -> str:

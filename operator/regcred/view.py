@@ -196,10 +196,6 @@ class ClusterView:
         with self._lock:
             return self._namespaces.get(name)
 
-    def credential(self, name: str) -> CredentialInfo | None:
-        with self._lock:
-            return self._credentials.get(name)
-
     def sharing(self, secret_name: str) -> list[CredentialSpec]:
         """The valid credentials whose pull Secret has this name, by name (regcred.shared)."""
         with self._lock:

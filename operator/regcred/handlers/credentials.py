@@ -34,6 +34,8 @@ async def keep_credential_fresh(name: str, body: kopf.Body, memo: kopf.Memo, **_
             runtime.track_sources(name, snapshot)  # a change to a Secret it reads wakes it up
             before = runtime.reconciler.served.get(name)
             outcome = await asyncio.to_thread(runtime.reconciler.reconcile, snapshot)
+            for other in outcome.wake:  # those it shares Secrets with, when that changed (regcred.shared)
+                runtime.wakeups.kick(other)
             after = runtime.reconciler.served.get(name)
             if runtime.settings.remediation_enabled and sweep_needed(before, after, outcome.writes, swept=swept):
                 await asyncio.to_thread(runtime.remediator.sweep, name)  # stuck pods may be fixable now
@@ -56,18 +58,10 @@ async def notice_spec_change(event: kopf.RawEvent, name: str, body: kopf.Body, m
     """A new generation (the spec changed), or a new value of the force-sync annotation, is applied at once
     rather than at the next resync. The view keeps every credential: which ones share a Secret (regcred.shared)."""
     runtime: Runtime = memo["runtime"]
-    view = runtime.reconciler.view
-    before = view.credential(name)
-    after = view.credential_event(body, event.get("type") == "DELETED")
+    runtime.reconciler.view.credential_event(body, event.get("type") == "DELETED")
     wakeups = runtime.wakeups
     if wakeups.new_generation(name, body.metadata.get("generation")) or force_sync_request(body):
         wakeups.kick(name)
-        # The credentials it shares a Secret with, before and after: one that leaves takes its entries out of
-        # the Secrets they write (regcred.shared).
-        for info in (before, after):
-            if info is not None and info.spec is not None:
-                for other in view.sharing(info.spec.secret_name):
-                    wakeups.kick(other.name)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

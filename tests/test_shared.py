@@ -224,3 +224,13 @@ def test_a_pass_wakes_those_it_shares_with_when_that_changes_and_only_then(
     reconciler.view.credential_event(kube.credentials[1], deleted=False)
     assert reconciler.reconcile(kube.credentials[1]).wake == {"alpha"}
     assert set(auths(kube, "team-b")) == {ALPHA}
+
+
+def test_an_edited_secret_wakes_only_the_credentials_whose_entries_belong_there(
+        kube: Kube, reconciler: Reconciler) -> None:
+    kube.credentials.append(static("gamma", "c.example.com", ["team-c"]))  # same Secret name, shares team-c only
+    reconcile_all(reconciler, kube)
+    secret = kube.pull_secret("team-a") or {}
+    edited = {**secret, "data": {".dockerconfigjson": base64.b64encode(b'{"auths":{}}').decode()}}
+    assert reconciler.concerned_by_secret(edited, deleted=False) == ["alpha"]
+    assert reconciler.concerned_by_secret(kube.pull_secret("team-c") or {}, deleted=True) == ["beta", "gamma"]

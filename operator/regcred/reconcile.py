@@ -382,9 +382,11 @@ class Reconciler:
         # A shared Secret: intact when it holds what the records compose there now (the records change before a
         # pass writes, so its own writes match).
         composer = self._composer(sharing[0], None, sharing, read=False)
-        expected = composer.content(composer.contributors(str(metadata.get("namespace", ""))))
+        contributors = composer.contributors(str(metadata.get("namespace", "")))
+        expected = composer.content(contributors)
         intact = content is not None and expected is not None and content == expected.content
-        return sorted({credential, *(s.name for s in sharing)}) if deleted or not intact else []
+        # Those whose entries belong there (not every credential of that Secret name: each team may have one).
+        return sorted({credential, *(c.name for c in contributors)}) if deleted or not intact else []
 
     def cleanup(self, name: str, credential: Mapping[str, Any] | None = None) -> list[str]:
         """Remove everything a credential wrote: its Secrets (pull Secrets and Argo CD templates, found where its

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CRD_PATH = ROOT / "crds" / "registrycredentials.regcred.dev.yaml"
 EXAMPLES_DIR = ROOT / "examples"
 EXAMPLE_NAMES = ["static-dockerhub.yaml", "ecr.yaml", "ecr-public.yaml", "ghcr-pat.yaml", "ghcr-app.yaml", "gar.yaml",
-                 "acr-workload-identity.yaml", "acr-service-principal.yaml", "argocd-repo-creds.yaml"]
+                 "acr-workload-identity.yaml", "acr-service-principal.yaml", "argocd-repo-creds.yaml",
+                 "shared-pull-secret.yaml"]
 
 JUNCTORS = ("allOf", "anyOf", "oneOf", "not")
 # The keywords apiextensions.k8s.io/v1 accepts in a structural schema (JSONSchemaProps minus
@@ -78,11 +79,12 @@ def validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
-def load_example(name: str) -> dict[str, Any]:
+def load_example(name: str) -> list[dict[str, Any]]:
     documents = [d for d in yaml.safe_load_all((EXAMPLES_DIR / name).read_text(encoding="utf-8")) if d]
-    # One RegistryCredential per file; source Secrets appear only as commented templates.
-    assert [d.get("kind") for d in documents] == ["RegistryCredential"], name
-    return documents[0]
+    # RegistryCredentials only (two where an example shows credentials sharing a Secret); source Secrets
+    # appear only as commented templates.
+    assert documents and {d.get("kind") for d in documents} == {"RegistryCredential"}, name
+    return documents
 
 
 # --- schema helpers ------------------------------------------------------------------------------
@@ -207,15 +209,15 @@ def test_every_example_is_listed() -> None:
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)
 def test_example_is_valid(name: str, schema: dict[str, Any], validator: jsonschema.Draft202012Validator) -> None:
-    example = load_example(name)
-    assert example["apiVersion"] == "regcred.dev/v1alpha1"
-    assert len(example["metadata"]["name"]) <= 63
-    assert "namespace" not in example["metadata"], "RegistryCredential is cluster-scoped"
-    errors = [f"{error_path(e)}: {e.message}" for e in validator.iter_errors(example)]
-    assert errors == []
-    assert list(unknown_fields(example, schema)) == []
-    # Still valid once the API server has filled in the defaults.
-    assert list(validator.iter_errors(apply_defaults(copy.deepcopy(example), schema))) == []
+    for example in load_example(name):
+        assert example["apiVersion"] == "regcred.dev/v1alpha1"
+        assert len(example["metadata"]["name"]) <= 63
+        assert "namespace" not in example["metadata"], "RegistryCredential is cluster-scoped"
+        errors = [f"{error_path(e)}: {e.message}" for e in validator.iter_errors(example)]
+        assert errors == []
+        assert list(unknown_fields(example, schema)) == []
+        # Still valid once the API server has filled in the defaults.
+        assert list(validator.iter_errors(apply_defaults(copy.deepcopy(example), schema))) == []
 
 
 @pytest.mark.parametrize("name", EXAMPLE_NAMES)

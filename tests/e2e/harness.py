@@ -153,6 +153,15 @@ class Cluster:
         items = self.core.list_event_for_all_namespaces().items
         return [e for e in items if reason is None or e.reason == reason]
 
+    def posted(self, reason: str) -> list[Any]:
+        """The Events of this reason, once there is one: a pass posts the credential's Events after its status
+        write, so a test that saw the status must wait for them."""
+        def found() -> list[Any]:
+            events = self.events(reason)
+            assert events, f"no {reason} Event"
+            return events
+        return eventually(found)
+
 
 # The objects of the Helm chart that make the operator's identity and its permissions (with
 # admissionPolicy.enabled, the policy that narrows them).

@@ -101,7 +101,7 @@ def test_an_acr_credential_fans_out_with_its_real_expiry_and_is_refreshed(
     eventually(lambda: served(refreshed))
     assert runtime.reconciler.tokens.provider_calls == 2
     assert len(set(azure.refresh_tokens)) == 2
-    assert acr.events("TokenRefreshed")
+    assert acr.posted("TokenRefreshed")
     assert CLIENT_SECRET not in str(acr.credential("acr")["status"])
 
 

@@ -77,7 +77,7 @@ def test_secrets_appear_in_exactly_the_selected_namespaces(shop: Cluster, operat
         assert status["provider"] == "static"
         assert shop.condition(CREDENTIAL)["status"] == "True"
     eventually(ready)
-    assert shop.events("Ready"), "a Ready event is posted on the transition"
+    assert shop.posted("Ready"), "a Ready event is posted on the transition"
     assert "dckr_pat_1" not in str(shop.credential(CREDENTIAL)["status"])
     assert all("dckr_pat_1" not in (e.message or "") for e in shop.events())
 
@@ -139,7 +139,7 @@ def test_an_unmanaged_secret_of_that_name_is_left_alone_and_reported(shop: Clust
     assert untouched.data == {"mine": "eA=="}
     assert not (untouched.metadata.labels or {})
     assert shop.pull_secrets("shop-a") == []  # not attached where the Secret is someone else's
-    assert shop.events("SecretConflict")
+    assert shop.posted("SecretConflict")
 
 
 def test_deleting_the_credential_removes_what_it_wrote(shop: Cluster, operator: OperatorFactory) -> None:
@@ -178,7 +178,7 @@ def test_a_missing_source_secret_says_so_and_leaves_written_secrets_alone(
     assert "regcred-system/hub does not exist" in condition["message"]
     assert "left unchanged" in condition["message"]
     assert {ns: s.data for ns, s in shop.secrets(SELECTOR).items()} == before
-    assert shop.events("SourceSecretNotFound")
+    assert shop.posted("SourceSecretNotFound")
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ def test_invalid_specs_give_ready_false_with_a_reason(
     assert condition["status"] == "False"
     assert words in condition["message"]
     assert shop.secrets(SELECTOR) == {}
-    assert shop.events(reason)
+    assert shop.posted(reason)
 
 
 def _assert_equal(actual: object, expected: object) -> None:

@@ -172,7 +172,7 @@ def test_refresh_happens_at_two_thirds_of_the_lifetime(aws: Cluster, operator: O
     eventually(lambda: _equal(minted_times(aws), {"2014-12-31T20:01:00Z"}))
     assert runtime.reconciler.tokens.provider_calls == 2
     eventually(lambda: _equal(aws.credential("ecr")["status"]["lastRefreshTime"], "2014-12-31T20:01:00Z"))
-    assert aws.events("TokenRefreshed")
+    assert aws.posted("TokenRefreshed")
 
 
 def test_before_expiry_sets_the_refresh_time(aws: Cluster, operator: OperatorFactory, moto_url: str) -> None:

@@ -61,7 +61,7 @@ def test_a_pat_close_to_expiry_is_written_and_warned_about(
     assert "regcred-system/ghcr-pat" in message
     assert ghcr.credential("ghcr")["status"]["expirationTime"] == expires.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert condition(ghcr, "Ready")["status"] == "True"  # it works today; the warning says what to do
-    assert ghcr.events("TokenExpiresSoon")
+    assert ghcr.posted("TokenExpiresSoon")
     assert "ghp_demo" not in str(ghcr.credential("ghcr")["status"])
 
 

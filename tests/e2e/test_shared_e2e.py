@@ -119,5 +119,5 @@ def test_two_credentials_giving_the_same_registry_is_a_conflict_on_both(
         assert f"{HARBOR} is also given by {other}" in teams.condition(name)["message"]
     assert hosts(teams, "shop") == {HARBOR: "harbor-1"}  # the first by name
     assert hosts(teams, "data") == {HARBOR: "other-1"}  # only other-harbor is there
-    assert teams.events("HostConflict")
+    assert teams.posted("HostConflict")
     assert set(teams.secrets(MANAGED)) >= {"shop", "data"}

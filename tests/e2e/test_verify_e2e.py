@@ -69,7 +69,7 @@ def test_a_credential_that_fails_verification_is_not_written(
     after = private.core.read_namespaced_secret("private-pull", "web")
     assert after.data == before.data  # byte for byte
     assert after.metadata.resource_version == before.metadata.resource_version  # not even rewritten
-    assert private.events("VerificationFailed")
+    assert private.posted("VerificationFailed")
     assert "wrong" not in str(private.credential("private")["status"])
 
     # Fixed: the next attempt verifies and writes.

@@ -88,3 +88,16 @@ def test_a_full_list_serves_every_full_pass_that_comes_soon_after() -> None:
     assert [ns.name for ns in view.namespaces()] == ["ns-2"]
     view.clear()  # a paused replica: what it listed is stale
     assert view.refresh("namespaces", lister, start + age, age) and len(calls) == 3
+
+
+def test_an_older_service_account_event_does_not_replace_the_answer_to_a_later_write() -> None:
+    view = ClusterView()
+    written = {"metadata": {"namespace": "shop", "name": "default", "resourceVersion": "21",
+                            "annotations": {ATTACHED_ANNOTATION: '{"hub": "hub-pull"}'}},
+               "imagePullSecrets": [{"name": "hub-pull"}]}
+    earlier = {"metadata": {"namespace": "shop", "name": "default", "resourceVersion": "20"}}
+    view.account_event(written, deleted=False)  # the answer to the operator's patch
+    assert view.account_event(earlier, deleted=False).pull_secrets == ("hub-pull",)  # the late watch event
+    assert [a.name for a in view.accounts_attached_to("hub")] == ["default"]
+    view.account_event({**earlier, "metadata": {**earlier["metadata"], "resourceVersion": "22"}}, deleted=False)
+    assert view.accounts_attached_to("hub") == []  # a newer version (someone removed the entry) is taken

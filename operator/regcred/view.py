@@ -133,8 +133,19 @@ class ClusterView:
         return info
 
     def account_event(self, body: Mapping[str, Any], deleted: bool) -> AccountInfo:
+        """Record a ServiceAccount as an event or a write's answer tells it; returns what the view then holds.
+
+        The answer to the operator's own write comes before the watch event of an earlier write of that account:
+        the older version must not replace the newer one (a cleanup would miss an entry the view no longer
+        shows). etcd's resourceVersions grow with every write, so they are compared when both are numbers."""
         info = AccountInfo.of(body)
-        self._record(self._accounts, self._account_seen, (info.namespace, info.name), info, deleted)
+        key = (info.namespace, info.name)
+        if not deleted:
+            with self._lock:
+                known = self._accounts.get(key)
+            if known is not None and _older(info.resource_version, known.resource_version):
+                return known
+        self._record(self._accounts, self._account_seen, key, info, deleted)
         return info
 
     def credential_event(self, body: Mapping[str, Any], deleted: bool) -> CredentialInfo:
@@ -229,6 +240,10 @@ class ClusterView:
             self._account_seen.clear()
             self._credential_seen.clear()
             self._listed_at.clear()
+
+
+def _older(version: str, than: str) -> bool:
+    return version.isdigit() and than.isdigit() and int(version) < int(than)
 
 
 def _replace(known: dict[Any, Any], listed: Mapping[Any, Any], seen: dict[Any, int], mark: int) -> None:

@@ -376,9 +376,15 @@ class ControlPlane(_Processes):
         except KubeError as error:
             if error.status != 409:
                 raise
-            current = kube.request("GET", f"{path}/{name}")
-            kube.request("PUT", f"{path}/{name}", body={
-                **crd, "metadata": {**crd["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}})
+            for attempt in range(5):  # the apiextensions controllers write its status meanwhile (409 Conflict)
+                current = kube.request("GET", f"{path}/{name}")
+                try:
+                    kube.request("PUT", f"{path}/{name}", body={**crd, "metadata": {
+                        **crd["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}})
+                    break
+                except KubeError as conflict:
+                    if conflict.status != 409 or attempt == 4:
+                        raise
         deadline = time.monotonic() + timeout
         while True:
             found: dict[str, Any] = kube.request("GET", f"{path}/{name}")

@@ -125,14 +125,11 @@ class TokenSource:
         stored = self._stored.get(name)
         if stored is None and read:
             try:
-                stored = read_stored(self.kube.read_secret(self.settings.state_namespace, store_name(name)), name)
+                stored = self._read_store(name)
             except KubeError as error:
                 logger.warning("Could not read the token store of credential %s (%s %s).", name, error.status,
                                error.reason)
                 return None
-            if stored is not None:
-                with self._lock:
-                    self._stored.setdefault(name, stored)
         return stored
 
     def token_for(
@@ -214,16 +211,14 @@ class TokenSource:
         """The token this operator (this process before a restart, or the replica it takes over from) recorded
         in its namespace, so that a restart need not mint again."""
         try:
-            secret = self.kube.read_secret(self.settings.state_namespace, store_name(spec.name))
+            stored = self._read_store(spec.name)
         except KubeError as error:
             logger.warning("Could not read the token store of credential %s in namespace %s (%s %s); "
                            "a new token is minted.", spec.name, self.settings.state_namespace,
                            error.status, error.reason)
             return None
-        stored = read_stored(secret, spec.name)
         if stored is None:
             return None
-        self._stored[spec.name] = stored
         token = dc.parse_token(stored.content, stored.expires_at)
         if stored.provider_hash != phash or token is None:
             return None
@@ -232,6 +227,15 @@ class TokenSource:
             if stored.expires_at is not None else None
         )
         return HeldToken(token, stored.content, phash, stored.minted_at, refresh_at)
+
+    def _read_store(self, name: str) -> StoredToken | None:
+        """The credential's record in the store, read from the cluster (None: none, or not intact), and
+        remembered as what the store holds."""
+        stored = read_stored(self.kube.read_secret(self.settings.state_namespace, store_name(name)), name)
+        if stored is not None:
+            with self._lock:
+                self._stored[name] = stored
+        return stored
 
     def _store(self, name: str, held: HeldToken) -> None:
         """Record the held token in the operator's namespace when it differs from what is recorded there.
